@@ -1,0 +1,119 @@
+"""The ``entrodec`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from transformers import LogitsProcessor
+
+from .chain import SamplerChain
+from .presets import available_presets, load_preset, preset_description
+from .processors import MinP, Temperature, TopH, TopK, TopP
+
+# transformers' order when sampling (temperature first) and llama.cpp's (temperature last).
+ORDERS = {
+    "hf": ("temperature", "top_h", "top_k", "top_p", "min_p"),
+    "llama": ("top_k", "top_p", "min_p", "top_h", "temperature"),
+}
+
+
+def chain_from_flags(args: argparse.Namespace) -> SamplerChain | None:
+    """The chain the sampler flags ask for, in ``--order``; ``None`` (greedy) when none is given."""
+    makers = {
+        "temperature": lambda: Temperature(args.temperature),
+        "top_h": lambda: TopH(args.top_h, rule=args.top_h_rule),
+        "top_k": lambda: TopK(args.top_k),
+        "top_p": lambda: TopP(args.top_p),
+        "min_p": lambda: MinP(args.min_p),
+    }
+    given = [name for name in ORDERS[args.order] if getattr(args, name) is not None]
+    if args.preset is not None:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"--preset cannot be combined with {flags}: write a YAML chain instead")
+        return load_preset(args.preset)
+    processors: list[LogitsProcessor] = [makers[name]() for name in given]
+    return SamplerChain(processors) if processors else None
+
+
+def _add_generate(commands) -> None:
+    p = commands.add_parser(
+        "generate", help="generate text, streaming it to the terminal",
+        description="Generate a continuation of PROMPT with the default model (or --model) and stream it. "
+        "With no sampler option the decoding is greedy.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("prompt", help="the prompt text (a user message unless --raw)")
+    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
+    p.add_argument("--temperature", type=float, default=None, help="temperature T >= 0 (0 is greedy)")
+    p.add_argument("--top-h", type=float, default=None, help="Top-H alpha in (0, 1]; the paper's default is 0.4")
+    p.add_argument("--top-h-rule", choices=["paper", "hf"], default="paper", help="Top-H rule: the paper's Algorithm 1 or transformers' released rule")
+    p.add_argument("--min-p", type=float, default=None, help="min-p in [0, 1]")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus top-p in [0, 1]")
+    p.add_argument("--top-k", type=int, default=None, help="top-k >= 0 (0 disables)")
+    p.add_argument("--order", choices=sorted(ORDERS), default="hf", help="chain order: hf = temperature first, llama = temperature last")
+    p.add_argument("--preset", default=None, help=f"a named sampler preset instead of the flags above: {', '.join(available_presets())}")
+    p.add_argument("--seed", type=int, default=None, help="random seed (same prompt and seed give the same text)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="at most this many new tokens")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); cut from the output")
+    p.add_argument("--raw", action="store_true", help="use the prompt as raw text instead of a chat message")
+    p.add_argument("--stats", action="store_true", help="print tokens/s, mean entropy and mean kept-set size to stderr")
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+    from .loading import load_model
+
+    chain = chain_from_flags(args)  # validate flags before spending seconds loading the model
+    model, tokenizer = load_model(args.model)
+    stream = generate(
+        model, tokenizer, args.prompt, sampler=chain, max_new_tokens=args.max_new_tokens, stop=args.stop,
+        seed=args.seed, stream=True, chat=not args.raw,
+    )
+    for event in stream:
+        sys.stdout.write(event.text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    result = stream.result
+    if args.stats and result is not None:
+        row = result.telemetry[0]
+        n = max(len(row.kept), 1)
+        print(
+            f"[{result.generated_tokens} tokens, {result.tokens_per_second:.1f} tok/s, finish={result.finish_reasons[0]}, "
+            f"mean entropy {sum(row.entropy_before) / n:.3f} nats, mean kept {sum(row.kept) / n:.1f} tokens, "
+            f"sampler {chain!r}]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _run_presets(args: argparse.Namespace) -> int:
+    for name in available_presets():
+        print(f"{name:10s} {preset_description(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="entrodec", description="Entropy-aware decoding for causal language models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_generate(commands)
+    commands.add_parser("presets", help="list the shipped sampler presets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runners = {"generate": _run_generate, "presets": _run_presets}
+    try:
+        return runners[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"entrodec: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""generate(): batched decoding with a KV cache, a sampler chain, stop rules, seeds and streaming."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .chain import SamplerChain
+from .draw import greedy, inverse_cdf, row_generators
+from .prompts import Prompt, encode_prompt, left_pad, normalise_prompts, position_ids
+from .result import GenerationResult, RowTelemetry, StreamEvent
+from .sampler_spec import SamplerSpec, resolve_sampler
+from .telemetry import StepTelemetry, measure_step
+from .text_stream import IncrementalDetokenizer, find_stop, held_back
+
+
+class _Row:
+    """Book-keeping of one prompt's continuation: its tokens, text, telemetry and whether it is done."""
+
+    def __init__(self, tokenizer, stops: Sequence[str]) -> None:
+        self.detokenizer = IncrementalDetokenizer(tokenizer)
+        self.token_ids: list[int] = []
+        self.stops = stops
+        self.text = ""
+        self.emitted = 0
+        self.telemetry = RowTelemetry()
+        self.finish_reason: str | None = None
+
+    def add(self, token: int, step: StepTelemetry, index: int, is_eos: bool, at_limit: bool) -> str:
+        """Record one token and return the text that may now be shown."""
+        self.token_ids.append(token)
+        for name in ("entropy_before", "entropy_after", "logprob_before", "logprob_after"):
+            getattr(self.telemetry, name).append(float(getattr(step, name)[index]))
+        self.telemetry.kept.append(int(step.kept[index]))
+        if is_eos:
+            self.finish_reason = "eos"
+        else:
+            before = len(self.text)
+            self.text += self.detokenizer.push(token)
+            at = find_stop(self.text, self.stops, before) if self.stops else -1
+            if at != -1:
+                self.text = self.text[:at]
+                self.finish_reason = "stop"
+        if self.finish_reason is None and at_limit:
+            self.finish_reason = "length"
+        if self.finish_reason == "length" or (self.finish_reason == "eos" and not self.stops):
+            self.text += self.detokenizer.flush()
+        visible = len(self.text) if self.finish_reason else len(self.text) - held_back(self.text, self.stops)
+        new = self.text[self.emitted:visible]
+        self.emitted = max(self.emitted, visible)
+        return new
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if value is not None:
+            ids.update([value] if isinstance(value, int) else value)
+    return ids
+
+
+def _check_stop(stop: str | Sequence[str] | None) -> list[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    for s in stops:
+        if not isinstance(s, str) or s == "":
+            raise ValueError(f"`stop` must be a non-empty string or a list of them, got {s!r}")
+    return stops
+
+
+def _check_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
+    if seed is None:
+        return torch.randint(0, 2**62, (batch,)).tolist()
+    if isinstance(seed, bool):
+        raise TypeError("`seed` must be an int, a list of ints, or None")
+    if isinstance(seed, int):
+        return [seed] * batch
+    seeds = list(seed)
+    if len(seeds) != batch or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"`seed` as a list needs one int per prompt ({batch}), got {seed!r}")
+    return seeds
+
+
+class GenerationStream:
+    """Iterator of :class:`StreamEvent`; after it is exhausted, ``.result`` holds the full result."""
+
+    def __init__(self, events: Iterator[StreamEvent | GenerationResult]) -> None:
+        self._events = events
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        for item in self._events:
+            if isinstance(item, GenerationResult):
+                self.result = item
+            else:
+                yield item
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Prompt | Sequence[Prompt],
+    sampler: SamplerSpec = None,
+    max_new_tokens: int = 256,
+    stop: str | Sequence[str] | None = None,
+    seed: int | Sequence[int] | None = None,
+    stream: bool = False,
+    chat: bool = False,
+    ignore_eos: bool = False,
+) -> GenerationResult | GenerationStream:
+    """Generate continuations for a batch of prompts.
+
+    Args:
+        model: a causal LM (``transformers`` ``PreTrainedModel``), e.g. from :func:`load_model`.
+        tokenizer: its tokenizer.
+        prompts: a string, a chat conversation (list of ``{"role", "content"}``), or a list of those.
+            Conversations go through the tokenizer's chat template; strings are raw text unless ``chat``.
+        sampler: ``None`` (greedy), a list of processors, a :class:`SamplerChain`, or a preset name
+            such as ``"creative"``.
+        max_new_tokens: at most this many new tokens per prompt (``>= 1``).
+        stop: string(s) that end a row when they appear; they are cut from the text.
+        seed: an int for every row, one int per row, or ``None`` (drawn from torch's global RNG). A row's
+            text depends only on its prompt and seed, never on the rest of the batch.
+        stream: return a :class:`GenerationStream` of incremental text instead of the final result.
+        chat: wrap string prompts as a user message and apply the chat template.
+        ignore_eos: keep generating past end-of-sequence tokens (for benchmarks).
+
+    Example:
+        >>> from entrodec.decoding import load_model, generate, Temperature, TopH  # doctest: +SKIP
+        >>> model, tok = load_model()                                              # doctest: +SKIP
+        >>> out = generate(model, tok, ["Write a haiku about rain."], chat=True,
+        ...                sampler=[Temperature(1.5), TopH(alpha=0.4)], max_new_tokens=64, seed=0)  # doctest: +SKIP
+        >>> out.texts[0], out.entropies[0][:3]                                      # doctest: +SKIP
+    """
+    rows = normalise_prompts(prompts)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}")
+    chain = resolve_sampler(sampler)
+    stops = _check_stop(stop)
+    seeds = _check_seeds(seed, len(rows))
+    encoded = [encode_prompt(tokenizer, p, chat) for p in rows]
+    for position, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {position} is empty: it encodes to no tokens")
+    limit = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(ids) for ids in encoded)
+    if limit is not None and longest + max_new_tokens > limit:
+        raise ValueError(
+            f"prompt length {longest} + max_new_tokens {max_new_tokens} exceeds the model's context of {limit} tokens"
+        )
+    events = _decode(model, tokenizer, encoded, chain, max_new_tokens, stops, seeds, ignore_eos)
+    if stream:
+        return GenerationStream(events)
+    for item in events:
+        if isinstance(item, GenerationResult):
+            return item
+    raise AssertionError("decoding ended without a result")
+
+
+def _draw(chain: SamplerChain | None, sequences, raw, generators):
+    """``(tokens, processed logits, processed probabilities)``; greedy is the point mass on the argmax,
+    so its telemetry reads the same way."""
+    if chain is None:
+        tokens = greedy(raw)
+        point_mass = torch.full_like(raw, -torch.inf, dtype=torch.float32).scatter_(1, tokens[:, None], 0.0)
+        return tokens, point_mass, point_mass.exp()
+    processed = chain(sequences, raw)
+    probs = torch.softmax(processed.float(), dim=-1)
+    return inverse_cdf(probs, generators), processed, probs
+
+
+@torch.inference_mode()
+def _decode(
+    model, tokenizer, encoded: list[list[int]], chain: SamplerChain | None, max_new_tokens: int,
+    stops: list[str], seeds: list[int], ignore_eos: bool,
+) -> Iterator[StreamEvent | GenerationResult]:
+    device = next(model.parameters()).device
+    eos = set() if ignore_eos else _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
+    generators = row_generators(seeds, device)
+    state = [_Row(tokenizer, stops) for _ in encoded]
+    started = time.perf_counter()
+
+    sequences, mask = left_pad(encoded, pad_id, device)
+    positions = position_ids(mask)
+    out = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    for step in range(max_new_tokens):
+        raw = out.logits[:, -1, :]
+        tokens, processed, probs = _draw(chain, sequences, raw, generators)
+        telemetry = measure_step(raw, processed, probs, tokens)
+        if not bool(torch.isfinite(telemetry.logprob_after).all()):
+            bad = int((~torch.isfinite(telemetry.logprob_after)).nonzero()[0])
+            raise ValueError(f"the sampler removed every token of row {bad}; check its processors")
+        chosen = tokens.tolist()
+        last = step == max_new_tokens - 1
+        for i, row in enumerate(state):
+            if row.finish_reason is not None:
+                chosen[i] = pad_id
+                continue
+            text = row.add(chosen[i], telemetry, i, chosen[i] in eos, last)
+            yield StreamEvent(row=i, text=text, token_id=chosen[i], finish_reason=row.finish_reason)
+        if all(row.finish_reason is not None for row in state):
+            break
+        next_tokens = torch.tensor(chosen, device=device).view(-1, 1)
+        sequences = torch.cat([sequences, next_tokens], dim=1)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        positions = positions[:, -1:] + 1
+        out = model(
+            input_ids=next_tokens, attention_mask=mask, position_ids=positions,
+            past_key_values=out.past_key_values, use_cache=True,
+        )
+    yield GenerationResult(
+        texts=[row.text for row in state],
+        token_ids=[row.token_ids for row in state],
+        finish_reasons=[row.finish_reason or "length" for row in state],
+        telemetry=[row.telemetry for row in state],
+        prompt_tokens=[len(ids) for ids in encoded],
+        seeds=seeds,
+        elapsed_s=time.perf_counter() - started,
+    )

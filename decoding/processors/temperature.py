@@ -1,0 +1,52 @@
+"""Temperature: divide the logits by ``T``."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+from ..rowparams import RowParam, check_row_param, row_column
+
+
+class Temperature(LogitsProcessor):
+    """Divide each row's logits by its temperature; ``temperature=0`` keeps only the first argmax (greedy).
+
+    Keeps every token: it reshapes the distribution (flatter for ``T > 1``, sharper for ``T < 1``) without
+    removing anything, so where it sits in a chain decides whether later truncations see the heated
+    distribution (transformers' order) or the raw one (llama.cpp's order).
+
+    In fp16/bf16, heated values beyond the dtype's range saturate at its largest finite value.
+
+    Args:
+        temperature: ``T >= 0``, a scalar or a ``[batch]`` tensor.
+
+    Example:
+        >>> import torch
+        >>> from entrodec.decoding import Temperature
+        >>> Temperature(2.0)(None, torch.tensor([[2.0, 0.0, -2.0]]))
+        tensor([[ 1.,  0., -1.]])
+        >>> Temperature(torch.tensor([1.0, 0.0]))(None, torch.tensor([[1.0, 3.0], [1.0, 3.0]]))
+        tensor([[1., 3.],
+                [-inf, 3.]])
+    """
+
+    def __init__(self, temperature: RowParam = 1.0) -> None:
+        self.temperature = check_row_param("temperature", temperature, 0.0)
+
+    def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
+        t = row_column(self.temperature, scores, "temperature")
+        work = scores.float()
+        heated = work / torch.where(t > 0, t, torch.ones_like(t))
+        greedy = t == 0
+        if bool(greedy.any()):
+            first_max = torch.zeros_like(work, dtype=torch.bool)
+            first_max.scatter_(1, work.argmax(dim=-1, keepdim=True), True)
+            heated = torch.where(greedy & ~first_max, torch.full_like(work, -torch.inf), heated)
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            # Saturate instead of overflowing to +inf, which would turn the softmax into NaN.
+            limit = torch.finfo(scores.dtype).max
+            heated = torch.where(work.isfinite(), heated.clamp(-limit, limit), heated)
+        return heated.to(scores.dtype)
+
+    def __repr__(self) -> str:
+        return f"Temperature(temperature={self.temperature!r})"

@@ -1,0 +1,37 @@
+"""Per-token telemetry, computed once per step for every consumer (generate, search, switching,
+training, the server): entropy before and after the chain, kept-set size, and the sampled token's
+log-probability under the model's own distribution and under the processed one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .entropy import entropy_from, log_probs
+
+
+@dataclass(frozen=True)
+class StepTelemetry:
+    """One decoding step, each field a ``[batch]`` tensor on the CPU."""
+
+    entropy_before: torch.Tensor
+    entropy_after: torch.Tensor
+    kept: torch.Tensor
+    logprob_before: torch.Tensor
+    logprob_after: torch.Tensor
+
+
+def measure_step(raw: torch.Tensor, processed: torch.Tensor, probs_after: torch.Tensor, tokens: torch.Tensor) -> StepTelemetry:
+    """Telemetry for ``tokens`` drawn from ``probs_after = softmax(processed)`` when the model produced
+    ``raw`` logits."""
+    index = tokens.view(-1, 1)
+    before = log_probs(raw)
+    after = log_probs(processed)
+    return StepTelemetry(
+        entropy_before=entropy_from(torch.softmax(before, dim=-1), before).cpu(),
+        entropy_after=entropy_from(probs_after, after).cpu(),
+        kept=(after > -torch.inf).sum(dim=-1).cpu(),
+        logprob_before=before.gather(1, index).squeeze(1).cpu(),
+        logprob_after=after.gather(1, index).squeeze(1).cpu(),
+    )
