@@ -48,14 +48,15 @@ def run_ours(model, tok, prompts, sampler, new_tokens):
 
 
 def run_hf(model, tok, prompts, kwargs, new_tokens):
+    config = copy.deepcopy(model.generation_config)
+    config.update(**kwargs, max_new_tokens=new_tokens)
+    config.eos_token_id = None  # decode exactly new_tokens, as ignore_eos does on our side
+    start = time.perf_counter()  # templating and tokenising are timed on both sides
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
              for p in prompts]
-    config = copy.deepcopy(model.generation_config)
-    config.eos_token_id = None  # decode exactly new_tokens, as ignore_eos does on our side
-    start = time.perf_counter()
     batch = tok(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     torch.manual_seed(0)
-    out = model.generate(**batch, generation_config=config, max_new_tokens=new_tokens, min_new_tokens=None, **kwargs)
+    out = model.generate(**batch, generation_config=config)
     elapsed = time.perf_counter() - start
     assert out.shape[1] - batch["input_ids"].shape[1] == new_tokens
     return len(prompts) * new_tokens / elapsed
