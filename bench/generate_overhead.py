@@ -1,6 +1,7 @@
 """Tokens/s of entrodec's generate() against transformers' model.generate() on the default model.
 
-Both sides decode the same prompts for exactly --new-tokens tokens (EOS ignored), with equivalent
+Both sides decode the same prompts for exactly --new-tokens tokens (EOS ignored by us, masked by
+transformers' min_new_tokens), with equivalent
 sampling: greedy; top-p 0.9 (transformers' own TopPLogitsWarper vs ours); Top-H 0.4 in the "hf" rule
 (transformers' TopHLogitsWarper vs ours). Runs alternate between the two sides, several rounds, and
 the median is reported, so both see the same machine state.
@@ -49,8 +50,9 @@ def run_ours(model, tok, prompts, sampler, new_tokens):
 
 def run_hf(model, tok, prompts, kwargs, new_tokens):
     config = copy.deepcopy(model.generation_config)
-    config.update(**kwargs, max_new_tokens=new_tokens)
-    config.eos_token_id = None  # decode exactly new_tokens, as ignore_eos does on our side
+    # decode exactly new_tokens, as ignore_eos does on our side (eos_token_id=None would be refilled
+    # from the model's defaults, so EOS is masked until the end instead)
+    config.update(**kwargs, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     start = time.perf_counter()  # templating and tokenising are timed on both sides
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
              for p in prompts]

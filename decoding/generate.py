@@ -35,23 +35,25 @@ class _Row:
         for name in ("entropy_before", "entropy_after", "logprob_before", "logprob_after"):
             getattr(self.telemetry, name).append(float(getattr(step, name)[index]))
         self.telemetry.kept.append(int(step.kept[index]))
-        if is_eos:
-            self.finish_reason = "eos"
-        else:
-            before = len(self.text)
-            self.text += self.detokenizer.push(token)
-            at = find_stop(self.text, self.stops, before) if self.stops else -1
-            if at != -1:
-                self.text = self.text[:at]
-                self.finish_reason = "stop"
-        if self.finish_reason is None and at_limit:
-            self.finish_reason = "length"
-        if self.finish_reason == "length" or (self.finish_reason == "eos" and not self.stops):
-            self.text += self.detokenizer.flush()
+        if not is_eos:
+            self._extend(self.detokenizer.push(token))
+        if self.finish_reason is None and (is_eos or at_limit):
+            self.finish_reason = "eos" if is_eos else "length"
+            self._extend(self.detokenizer.flush())  # an incomplete character held back at the very end
         visible = len(self.text) if self.finish_reason else len(self.text) - held_back(self.text, self.stops)
         new = self.text[self.emitted:visible]
         self.emitted = max(self.emitted, visible)
         return new
+
+    def _extend(self, piece: str) -> None:
+        """Append decoded text; a stop string ends the row and is cut, with everything after it."""
+        searched_from = len(self.text)
+        self.text += piece
+        if self.stops and self.finish_reason != "stop":
+            at = find_stop(self.text, self.stops, searched_from)
+            if at != -1:
+                self.text = self.text[:at]
+                self.finish_reason = "stop"
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
