@@ -29,3 +29,22 @@ def test_processor_docstrings_have_examples():
         cls = getattr(processors, name)
         if name != "Truncation":
             assert ">>>" in (cls.__doc__ or ""), f"{name} has no runnable example"
+
+
+README = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_python_blocks() -> list[str]:
+    text = README.read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+@pytest.mark.model
+def test_readme_python_examples_run(default_model, monkeypatch, capsys):
+    """The README's Python snippets run as written (with the default model already cached)."""
+    blocks = _readme_python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.strip()
