@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -195,9 +196,9 @@ def _decode(
         raw = out.logits[:, -1, :]
         tokens, processed, probs = _draw(chain, sequences, raw, generators)
         telemetry = measure_step(raw, processed, probs, tokens)
-        if not bool(torch.isfinite(telemetry.logprob_after).all()):
-            bad = int((~torch.isfinite(telemetry.logprob_after)).nonzero()[0])
-            raise ValueError(f"the sampler removed every token of row {bad}; check its processors")
+        for i, row in enumerate(state):
+            if row.finish_reason is None and not math.isfinite(telemetry.logprob_after[i]):
+                raise ValueError(f"the sampler removed every token of row {i}; check its processors")
         chosen = tokens.tolist()
         last = step == max_new_tokens - 1
         for i, row in enumerate(state):

@@ -199,3 +199,13 @@ def test_errors_raise_at_call_time_even_when_streaming(tiny_model):
     model, tok = tiny_model
     with pytest.raises(ValueError):
         generate(model, tok, [], stream=True)
+
+
+def test_a_processor_that_removes_everything_is_named(tiny_model):
+    model, tok = tiny_model
+
+    def remove_all(input_ids, scores):
+        return torch.full_like(scores, -math.inf)
+
+    with pytest.raises(ValueError, match="the sampler removed every token of row 0; check its processors"):
+        generate(model, tok, "hi", sampler=[remove_all], max_new_tokens=2, seed=0)
