@@ -81,3 +81,23 @@ def test_gguf_conversion_into_a_fresh_cache(tmp_path):
     assert vocab == "49152"
     assert float(second) < float(first) / 3
     assert list(tmp_path.glob("models/SmolLM2-135M-Instruct-*/model.safetensors"))
+
+
+def test_cached_hub_id_loads_offline(monkeypatch, tmp_path, tiny_model):
+    """A model id already in the local Hugging Face cache loads without any network access."""
+    model, tok = tiny_model
+    revision = "0" * 40
+    repo = tmp_path / "hub" / "models--someone--tiny-llama"
+    snapshot = repo / "snapshots" / revision
+    model.save_pretrained(snapshot)
+    tok.save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded, loaded_tok = load_model("someone/tiny-llama", device="cpu")
+    assert loaded.config.num_hidden_layers == 2 and len(loaded_tok) == len(tok)
+    ids = torch.tensor([tok("hello")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits)
