@@ -11,6 +11,7 @@ import torch
 
 from .chain import SamplerChain
 from .draw import greedy, inverse_cdf, row_generators
+from .processors import EntropyTemperature, Temperature
 from .prompts import Prompt, encode_prompt, left_pad, normalise_prompts, position_ids
 from .result import GenerationResult, RowTelemetry, StreamEvent
 from .sampler_spec import SamplerSpec, resolve_sampler
@@ -33,7 +34,7 @@ class _Row:
     def add(self, token: int, step: StepTelemetry, index: int, is_eos: bool, at_limit: bool) -> str:
         """Record one token and return the text that may now be shown."""
         self.token_ids.append(token)
-        for name in ("entropy_before", "entropy_after", "logprob_before", "logprob_after"):
+        for name in ("entropy_before", "entropy_after", "logprob_before", "logprob_after", "temperature"):
             getattr(self.telemetry, name).append(float(getattr(step, name)[index]))
         self.telemetry.kept.append(int(step.kept[index]))
         if not is_eos:
@@ -165,16 +166,25 @@ def generate(
     raise AssertionError("decoding ended without a result")
 
 
+def _applied_temperature(chain: SamplerChain, batch: int) -> torch.Tensor:
+    """The product of the temperatures the chain's temperature processors applied at this step."""
+    total = torch.ones(batch)
+    for processor in chain:
+        if isinstance(processor, (Temperature, EntropyTemperature)) and processor.last_temperature is not None:
+            total = total * processor.last_temperature.float()
+    return total
+
+
 def _draw(chain: SamplerChain | None, sequences, raw, generators):
-    """``(tokens, processed logits, processed probabilities)``; greedy is the point mass on the argmax,
-    so its telemetry reads the same way."""
+    """``(tokens, processed logits, processed probabilities, applied temperature)``; greedy is the point
+    mass on the argmax at temperature 0, so its telemetry reads the same way."""
     if chain is None:
         tokens = greedy(raw)
         point_mass = torch.full_like(raw, -torch.inf, dtype=torch.float32).scatter_(1, tokens[:, None], 0.0)
-        return tokens, point_mass, point_mass.exp()
+        return tokens, point_mass, point_mass.exp(), torch.zeros(raw.shape[0])
     processed = chain(sequences, raw)
     probs = torch.softmax(processed.float(), dim=-1)
-    return inverse_cdf(probs, generators), processed, probs
+    return inverse_cdf(probs, generators), processed, probs, _applied_temperature(chain, raw.shape[0])
 
 
 @torch.inference_mode()
@@ -194,8 +204,8 @@ def _decode(
     out = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     for step in range(max_new_tokens):
         raw = out.logits[:, -1, :]
-        tokens, processed, probs = _draw(chain, sequences, raw, generators)
-        telemetry = measure_step(raw, processed, probs, tokens)
+        tokens, processed, probs, temperature = _draw(chain, sequences, raw, generators)
+        telemetry = measure_step(raw, processed, probs, tokens, temperature)
         for i, row in enumerate(state):
             if row.finish_reason is None and not math.isfinite(telemetry.logprob_after[i]):
                 raise ValueError(f"the sampler removed every token of row {i}; check its processors")

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RowTelemetry:
-    """Per generated token of one row, in order (nats for entropies and log-probabilities)."""
+    """Per generated token of one row, in order (nats for entropies and log-probabilities).
+
+    ``temperature`` is the product of the temperatures the chain applied to the token (entropy-adaptive
+    ones included): 1.0 for a chain without temperature, 0.0 for greedy decoding."""
 
     entropy_before: list[float] = field(default_factory=list)
     entropy_after: list[float] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
     logprob_before: list[float] = field(default_factory=list)
     logprob_after: list[float] = field(default_factory=list)
+    temperature: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -20,9 +20,13 @@ class StepTelemetry:
     kept: torch.Tensor
     logprob_before: torch.Tensor
     logprob_after: torch.Tensor
+    temperature: torch.Tensor
 
 
-def measure_step(raw: torch.Tensor, processed: torch.Tensor, probs_after: torch.Tensor, tokens: torch.Tensor) -> StepTelemetry:
+def measure_step(
+    raw: torch.Tensor, processed: torch.Tensor, probs_after: torch.Tensor, tokens: torch.Tensor,
+    temperature: torch.Tensor,
+) -> StepTelemetry:
     """Telemetry for ``tokens`` drawn from ``probs_after = softmax(processed)`` when the model produced
     ``raw`` logits."""
     index = tokens.view(-1, 1)
@@ -34,4 +38,5 @@ def measure_step(raw: torch.Tensor, processed: torch.Tensor, probs_after: torch.
         kept=(after > -torch.inf).sum(dim=-1).cpu(),
         logprob_before=before.gather(1, index).squeeze(1).cpu(),
         logprob_after=after.gather(1, index).squeeze(1).cpu(),
+        temperature=temperature.cpu(),
     )

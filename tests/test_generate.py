@@ -209,3 +209,17 @@ def test_a_processor_that_removes_everything_is_named(tiny_model):
 
     with pytest.raises(ValueError, match="the sampler removed every token of row 0; check its processors"):
         generate(model, tok, "hi", sampler=[remove_all], max_new_tokens=2, seed=0)
+
+
+def test_temperature_telemetry(tiny_model):
+    from entrodec.decoding import EntropyTemperature
+
+    model, tok = tiny_model
+    fixed = generate(model, tok, "abc", sampler=[Temperature(0.7), MinP(0.1)], max_new_tokens=4, seed=0, ignore_eos=True)
+    assert fixed.telemetry[0].temperature == pytest.approx([0.7] * 4)
+    assert generate(model, tok, "abc", max_new_tokens=3).telemetry[0].temperature == [0.0] * 3
+    adaptive = EntropyTemperature(kind="edt", temperature=1.5, theta=0.5)
+    out = generate(model, tok, ["abc", "a longer prompt"], sampler=[adaptive], max_new_tokens=4, seed=0, ignore_eos=True)
+    for row in out.telemetry:
+        expected = [1.5 * 0.8 ** (0.5 / h) for h in row.entropy_before]
+        assert row.temperature == pytest.approx(expected, rel=1e-4)

@@ -18,7 +18,7 @@ import yaml
 from transformers import LogitsProcessor
 
 from ..chain import SamplerChain
-from ..processors import EpsilonCutoff, EtaCutoff, MinP, Temperature, TopH, TopK, TopNSigma, TopP, Typical
+from ..processors import EntropyTemperature, EpsilonCutoff, EtaCutoff, MinP, Temperature, TopH, TopK, TopNSigma, TopP, Typical
 
 PROCESSORS: dict[str, type[LogitsProcessor]] = {
     "temperature": Temperature,
@@ -30,6 +30,7 @@ PROCESSORS: dict[str, type[LogitsProcessor]] = {
     "eta": EtaCutoff,
     "top_n_sigma": TopNSigma,
     "top_h": TopH,
+    "entropy_temperature": EntropyTemperature,
 }
 
 

@@ -3,6 +3,7 @@ kernels are tested against."""
 
 from .base import Truncation
 from .cutoff import EpsilonCutoff, EtaCutoff
+from .entropy_temperature import EntropyTemperature
 from .min_p import MinP
 from .temperature import Temperature
 from .top_h import TopH
@@ -12,4 +13,4 @@ from .top_p import TopP
 from .typical import Typical
 
 __all__ = ["Truncation", "Temperature", "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff", "EtaCutoff",
-           "TopNSigma", "TopH"]
+           "TopNSigma", "TopH", "EntropyTemperature"]

@@ -32,9 +32,11 @@ class Temperature(LogitsProcessor):
 
     def __init__(self, temperature: RowParam = 1.0) -> None:
         self.temperature = check_row_param("temperature", temperature, 0.0)
+        self.last_temperature: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
         t = row_column(self.temperature, scores, "temperature")
+        self.last_temperature = t.view(-1).cpu()
         work = scores.float()
         heated = work / torch.where(t > 0, t, torch.ones_like(t))
         greedy = t == 0
