@@ -171,7 +171,7 @@ def _applied_temperature(chain: SamplerChain, batch: int) -> torch.Tensor:
     total = torch.ones(batch)
     for processor in chain:
         if isinstance(processor, (Temperature, EntropyTemperature)) and processor.last_temperature is not None:
-            total = total * processor.last_temperature.float()
+            total = total * processor.last_temperature.float().cpu()
     return total
 
 

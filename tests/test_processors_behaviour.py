@@ -144,13 +144,15 @@ def test_temperature_zero_is_greedy_and_per_row():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_temperature_half_precision_saturates(dtype):
+def test_temperature_half_precision_never_overflows(dtype):
     big = torch.finfo(dtype).max
     scores = torch.tensor([[big, -big, 1.0, -math.inf]], dtype=dtype)
     out = Temperature(0.5)(None, scores)
     assert out.dtype == dtype
-    assert out.float().tolist() == [[big, -big, 2.0, -math.inf]]
-    assert torch.equal(Temperature(2.0)(None, scores).float(), scores.float() / 2)
+    assert torch.isfinite(out).tolist() == [[True, True, True, False]]
+    assert torch.softmax(out.double(), -1)[0].tolist() == [1.0, 0.0, 0.0, 0.0]
+    small = torch.tensor([[3.0, 1.0, -math.inf]], dtype=dtype)
+    assert torch.equal(Temperature(2.0)(None, small).float(), small.float() / 2)  # no overflow: plain z/T
 
 
 def test_top_n_sigma_ignores_inf_and_is_temperature_invariant():
@@ -215,3 +217,11 @@ def test_bad_types_name_the_argument(make, message):
 def test_row_parameter_length_must_match_batch():
     with pytest.raises(ValueError, match="`min_p` has 3 values but the scores have 2 rows"):
         MinP(torch.tensor([0.1, 0.2, 0.3]))(None, torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tiny_temperature_saturates_instead_of_overflowing(dtype):
+    scores = torch.tensor([[0.5, 0.25, -math.inf]], dtype=dtype)
+    out = Temperature(1e-300 if dtype == torch.float64 else 1e-44)(None, scores)
+    assert out.dtype == dtype and bool(torch.isfinite(out[0, :2]).all())
+    assert torch.softmax(out.double(), -1)[0].tolist() == [1.0, 0.0, 0.0]

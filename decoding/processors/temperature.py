@@ -15,7 +15,9 @@ class Temperature(LogitsProcessor):
     removing anything, so where it sits in a chain decides whether later truncations see the heated
     distribution (transformers' order) or the raw one (llama.cpp's order).
 
-    In fp16/bf16, heated values beyond the dtype's range saturate at its largest finite value.
+    A row whose heated logits would overflow (a tiny ``T``, or an fp16/bf16 input) is returned as
+    ``(z − z_max)/T``, the same distribution, saturated at the dtype's largest finite magnitude instead
+    of reaching ``inf`` (which would turn the softmax into NaN).
 
     Args:
         temperature: ``T >= 0``, a scalar or a ``[batch]`` tensor.
@@ -35,19 +37,25 @@ class Temperature(LogitsProcessor):
         self.last_temperature: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
-        t = row_column(self.temperature, scores, "temperature")
-        self.last_temperature = t.view(-1).cpu()
-        work = scores.float()
-        heated = work / torch.where(t > 0, t, torch.ones_like(t))
+        work = scores if scores.dtype == torch.float64 else scores.float()
+        t = row_column(self.temperature, scores, "temperature", work.dtype)
+        self.last_temperature = t.view(-1)  # stays on the device: reading it is the caller's sync
+        safe_t = torch.where(t > 0, t, torch.ones_like(t))
+        heated = work / safe_t
+        finite = work.isfinite()
+        overflow = (finite & ~heated.isfinite()).any(dim=-1, keepdim=True)
+        if bool(overflow.any()):
+            # A tiny T overflows z/T; z/T − z_max/T is the same distribution and cannot overflow upwards.
+            shifted = (work - work.amax(dim=-1, keepdim=True)) / safe_t
+            heated = torch.where(overflow, shifted, heated)
+        # Saturate what is left beyond the output dtype's range (large negatives, fp16/bf16 outputs).
+        limit = torch.finfo(scores.dtype).max
+        heated = torch.where(finite, heated.clamp(-limit, limit), heated)
         greedy = t == 0
         if bool(greedy.any()):
             first_max = torch.zeros_like(work, dtype=torch.bool)
             first_max.scatter_(1, work.argmax(dim=-1, keepdim=True), True)
             heated = torch.where(greedy & ~first_max, torch.full_like(work, -torch.inf), heated)
-        if scores.dtype in (torch.float16, torch.bfloat16):
-            # Saturate instead of overflowing to +inf, which would turn the softmax into NaN.
-            limit = torch.finfo(scores.dtype).max
-            heated = torch.where(work.isfinite(), heated.clamp(-limit, limit), heated)
         return heated.to(scores.dtype)
 
     def __repr__(self) -> str:
