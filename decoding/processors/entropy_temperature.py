@@ -10,26 +10,26 @@ from transformers import LogitsProcessor
 
 from ..entropy import entropy_from_log_probs, log_probs
 from ..rowparams import RowParam, check_row_param, row_column
-from .temperature import Temperature
+from .temperature import apply_temperature
 
 KINDS = ("dynatemp", "edt", "hapo")
 _EPS = 1e-6
 
 
-def dynatemp_temperature(scores: torch.Tensor, t0: torch.Tensor, spread: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
-    """llama.cpp's dynamic temperature over the current candidates (finite logits):
+def dynatemp_temperature(
+    h: torch.Tensor, n: torch.Tensor, t0: torch.Tensor, spread: torch.Tensor, exponent: torch.Tensor
+) -> torch.Tensor:
+    """llama.cpp's dynamic temperature from the entropy ``h`` of ``n`` candidates (``[batch, 1]`` each):
     ``T = max(0, T0−Δ) + (T0+Δ − max(0, T0−Δ)) · (H/ln n)^e``; rows with ``n <= 1`` keep ``T0``."""
-    n = scores.isfinite().sum(dim=-1, keepdim=True).double()
-    h = entropy_from_log_probs(log_probs(scores.double())).unsqueeze(-1)
     normalised = (h / n.clamp(min=2).log()).clamp(0, 1)
     low = (t0 - spread).clamp(min=0)
     high = t0 + spread
     return torch.where(n > 1, low + (high - low) * normalised.pow(exponent), t0)
 
 
-def edt_temperature(scores: torch.Tensor, t0: torch.Tensor, theta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """EDT (Zhang et al., arXiv 2403.14541): ``T = T0 · base^(θ/H)``; ``H = 0`` gives ``T = 0`` (greedy)."""
-    h = entropy_from_log_probs(log_probs(scores.double())).unsqueeze(-1)
+def edt_temperature(h: torch.Tensor, t0: torch.Tensor, theta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """EDT (Zhang et al., arXiv 2403.14541) from the entropy ``h``: ``T = T0 · base^(θ/H)``; ``H = 0``
+    gives ``T = 0`` (greedy)."""
     exponent = torch.where(h > 0, theta / h.clamp(min=1e-300), torch.full_like(h, math.inf))
     return t0 * base.pow(exponent)
 
@@ -95,7 +95,7 @@ class EntropyTemperature(LogitsProcessor):
     Example:
         >>> import torch
         >>> from entrodec.decoding import EntropyTemperature
-        >>> flat, sharp = torch.zeros(1, 4), torch.tensor([[4.0, 0.0, 0.0, 0.0]])
+        >>> flat = torch.zeros(1, 4)
         >>> dyn = EntropyTemperature(kind="dynatemp", temperature=1.0, dynatemp_range=0.5)
         >>> _ = dyn(None, flat); dyn.last_temperature    # H/ln n = 1: T = T0 + Δ
         tensor([1.5000])
@@ -141,41 +141,40 @@ class EntropyTemperature(LogitsProcessor):
         ``None`` returns to the per-row rolling windows."""
         self._statistics = None if entropies is None else HapoStatistics.from_entropies(entropies.flatten(), self.pivot)
 
-    def _hapo_temperature(self, input_ids: torch.LongTensor | None, scores: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
+    def _hapo_temperature(self, input_ids: torch.LongTensor | None, h: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
         # A new generation (different batch, or a sequence that did not grow by one token) starts
         # empty windows; without input_ids, consecutive calls on the same batch size continue.
         length = None if input_ids is None else input_ids.shape[-1]
-        new_generation = len(self._history) != scores.shape[0] or (
+        new_generation = len(self._history) != h.shape[0] or (
             length is not None and (self._last_length is None or length != self._last_length + 1)
         )
         if new_generation:
-            self._history = [[] for _ in range(scores.shape[0])]
+            self._history = [[] for _ in range(h.shape[0])]
         self._last_length = length
-        entropies = entropy_from_log_probs(log_probs(scores.double())).tolist()
         h_hat = []
-        for row, h in enumerate(entropies):
+        for row, entropy in enumerate(h.view(-1).tolist()):
             stats = self._statistics or HapoStatistics.from_entropies(torch.tensor(self._history[row]), self.pivot)
-            h_hat.append(0.0 if stats is None else stats.h_hat(h))
-            self._history[row] = (self._history[row] + [h])[-self.window:]
-        h_hat_column = torch.tensor(h_hat, dtype=torch.float64, device=scores.device).view(-1, 1)
+            h_hat.append(0.0 if stats is None else stats.h_hat(entropy))
+            self._history[row] = (self._history[row] + [entropy])[-self.window:]
+        h_hat_column = torch.tensor(h_hat, dtype=torch.float64, device=h.device).view(-1, 1)
         return t0 * (1 + self.tau * h_hat_column)
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
         t0 = row_column(self.temperature, scores, "temperature", torch.float64)
+        h = entropy_from_log_probs(log_probs(scores.double())).unsqueeze(-1)
         if self.kind == "dynatemp":
+            n = scores.isfinite().sum(dim=-1, keepdim=True).double()
             spread = row_column(self.dynatemp_range, scores, "dynatemp_range", torch.float64)
             exponent = row_column(self.dynatemp_exponent, scores, "dynatemp_exponent", torch.float64)
-            t = dynatemp_temperature(scores, t0, spread, exponent)
+            t = dynatemp_temperature(h, n, t0, spread, exponent)
         elif self.kind == "edt":
             theta = row_column(self.theta, scores, "theta", torch.float64)
             base = row_column(self.base, scores, "base", torch.float64)
-            t = edt_temperature(scores, t0, theta, base)
+            t = edt_temperature(h, t0, theta, base)
         else:
-            t = self._hapo_temperature(input_ids, scores, t0)
-        heat = Temperature(t.view(-1).float())
-        out = heat(input_ids, scores)
-        self.last_temperature = heat.last_temperature
-        return out
+            t = self._hapo_temperature(input_ids, h, t0)
+        self.last_temperature = t.view(-1).float()
+        return apply_temperature(scores, t)
 
     def __repr__(self) -> str:
         return f"EntropyTemperature(kind={self.kind!r}, temperature={self.temperature!r})"

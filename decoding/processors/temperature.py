@@ -8,6 +8,33 @@ from transformers import LogitsProcessor
 from ..rowparams import RowParam, check_row_param, row_column
 
 
+def apply_temperature(scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``scores / t`` for a ``[batch, 1]`` column of temperatures ``>= 0``, in the scores' dtype.
+
+    ``t = 0`` keeps only the first argmax; a row whose ``z/T`` would overflow is returned as
+    ``(z − z_max)/T`` (the same distribution); what is still beyond the dtype's range saturates.
+    """
+    work = scores if scores.dtype == torch.float64 else scores.float()
+    t = t.to(work.dtype)
+    safe_t = torch.where(t > 0, t, torch.ones_like(t))
+    heated = work / safe_t
+    finite = work.isfinite()
+    overflow = (finite & ~heated.isfinite()).any(dim=-1, keepdim=True)
+    if bool(overflow.any()):
+        # A tiny T overflows z/T; z/T − z_max/T is the same distribution and cannot overflow upwards.
+        shifted = (work - work.amax(dim=-1, keepdim=True)) / safe_t
+        heated = torch.where(overflow, shifted, heated)
+    # Saturate what is left beyond the output dtype's range (large negatives, fp16/bf16 outputs).
+    limit = torch.finfo(scores.dtype).max
+    heated = torch.where(finite, heated.clamp(-limit, limit), heated)
+    greedy = t == 0
+    if bool(greedy.any()):
+        first_max = torch.zeros_like(work, dtype=torch.bool)
+        first_max.scatter_(1, work.argmax(dim=-1, keepdim=True), True)
+        heated = torch.where(greedy & ~first_max, torch.full_like(work, -torch.inf), heated)
+    return heated.to(scores.dtype)
+
+
 class Temperature(LogitsProcessor):
     """Divide each row's logits by its temperature; ``temperature=0`` keeps only the first argmax (greedy).
 
@@ -37,26 +64,9 @@ class Temperature(LogitsProcessor):
         self.last_temperature: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
-        work = scores if scores.dtype == torch.float64 else scores.float()
-        t = row_column(self.temperature, scores, "temperature", work.dtype)
-        self.last_temperature = t.view(-1)  # stays on the device: reading it is the caller's sync
-        safe_t = torch.where(t > 0, t, torch.ones_like(t))
-        heated = work / safe_t
-        finite = work.isfinite()
-        overflow = (finite & ~heated.isfinite()).any(dim=-1, keepdim=True)
-        if bool(overflow.any()):
-            # A tiny T overflows z/T; z/T − z_max/T is the same distribution and cannot overflow upwards.
-            shifted = (work - work.amax(dim=-1, keepdim=True)) / safe_t
-            heated = torch.where(overflow, shifted, heated)
-        # Saturate what is left beyond the output dtype's range (large negatives, fp16/bf16 outputs).
-        limit = torch.finfo(scores.dtype).max
-        heated = torch.where(finite, heated.clamp(-limit, limit), heated)
-        greedy = t == 0
-        if bool(greedy.any()):
-            first_max = torch.zeros_like(work, dtype=torch.bool)
-            first_max.scatter_(1, work.argmax(dim=-1, keepdim=True), True)
-            heated = torch.where(greedy & ~first_max, torch.full_like(work, -torch.inf), heated)
-        return heated.to(scores.dtype)
+        t = row_column(self.temperature, scores, "temperature", torch.float64)
+        self.last_temperature = t.view(-1).float()  # stays on the device: reading it is the caller's sync
+        return apply_temperature(scores, t)
 
     def __repr__(self) -> str:
         return f"Temperature(temperature={self.temperature!r})"
