@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 import torch
 from transformers import LogitsProcessor
 
-from .draw import sample_logits
+from .draw import Seeds, as_seed_tensor, race_draw
+from .fused import Draw, process_fused, sample_fused
+from .telemetry import measure_step
 
 
 class SamplerChain(LogitsProcessor):
@@ -16,7 +18,8 @@ class SamplerChain(LogitsProcessor):
     The chain is itself a ``LogitsProcessor`` (so it also plugs into Hugging Face ``generate()``); its
     order is the user's: ``[Temperature(1.5), TopH(0.4)]`` truncates the heated distribution
     (transformers' order), ``[TopH(0.4), Temperature(1.5)]`` heats what the raw distribution kept
-    (llama.cpp's order).
+    (llama.cpp's order). When every processor has a kernel (all but :class:`Typical` and custom
+    processors), the whole chain runs as one fused kernel pass per step (see :mod:`entrodec.kernels`).
 
     Example:
         >>> import torch
@@ -25,9 +28,9 @@ class SamplerChain(LogitsProcessor):
         >>> logits = torch.tensor([[2.0, 1.0, 0.0]])
         >>> chain(None, logits)
         tensor([[4., 2., -inf]])
-        >>> gens = [torch.Generator().manual_seed(0)]
-        >>> int(chain.sample(None, logits, gens)[0]) in (0, 1)
-        True
+        >>> draw = chain.sample(None, logits, seeds=0, steps=0)
+        >>> int(draw.tokens[0]) in (0, 1), int(draw.telemetry.kept[0])
+        (True, 2)
     """
 
     def __init__(self, processors: Iterable[LogitsProcessor] = ()) -> None:
@@ -39,15 +42,37 @@ class SamplerChain(LogitsProcessor):
                 )
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
+        fused = process_fused(self.processors, input_ids, scores)
+        return fused if fused is not None else self._process_each(input_ids, scores)
+
+    def _process_each(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
         for processor in self.processors:
             scores = processor(input_ids, scores)
         return scores
 
     def sample(
-        self, input_ids: torch.LongTensor | None, scores: torch.Tensor, generators: Sequence[torch.Generator]
-    ) -> torch.Tensor:
-        """Process ``scores`` and draw one token per row with the row's own generator."""
-        return sample_logits(self(input_ids, scores), generators)
+        self, input_ids: torch.LongTensor | None, scores: torch.Tensor, seeds: Seeds, steps: int | torch.Tensor = 0
+    ) -> Draw:
+        """Process ``scores``, draw one token per row keyed by the row's seed and step, and measure the
+        step (entropy before/after, kept-set size, log-probabilities, temperature applied)."""
+        seeds = as_seed_tensor(seeds, scores.shape[0], scores.device)
+        steps = torch.as_tensor(steps, dtype=torch.int64, device=scores.device).expand(scores.shape[0])
+        fused = sample_fused(self.processors, input_ids, scores, seeds, steps)
+        if fused is not None:
+            return fused
+        processed = self._process_each(input_ids, scores)
+        tokens = race_draw(processed, seeds, steps)
+        return Draw(tokens, measure_step(scores, processed, tokens, self.applied_temperature(scores.shape[0])))
+
+    def applied_temperature(self, batch: int) -> torch.Tensor:
+        """The product of the temperatures the chain's processors applied at their last call (``[batch]``,
+        1.0 for a chain without temperature)."""
+        total = torch.ones(batch)
+        for processor in self.processors:
+            last = getattr(processor, "last_temperature", None)
+            if last is not None:
+                total = total * last.float().cpu()
+        return total
 
     def __len__(self) -> int:
         return len(self.processors)

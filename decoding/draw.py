@@ -1,9 +1,11 @@
-"""Drawing a token from processed logits, reproducibly per row.
+"""Drawing a token from processed logits, reproducibly per row: the exponential race.
 
-Each row owns a ``torch.Generator`` seeded from its request's seed and draws one uniform number per
-step, so a row's tokens depend only on its own seed and step, never on which other rows share the
-batch. The token is found by inverting the row's cumulative distribution (accumulated in float64, so
-rounding cannot shift mass between tokens); tokens of zero probability can never be drawn.
+Token ``i`` of a row gets a uniform number ``u_i`` from a counter-based generator keyed by the row's
+seed and decoding step (see :mod:`entrodec.kernels.rng`), and the row draws
+``argmax_i (logit_i − ln(−ln u_i))``, which follows ``softmax(logits)`` exactly. A row's token depends
+only on its own seed, step and logits — never on which other rows share the batch, nor on whether the
+torch code below or a fused kernel computed it (both evaluate the same numbers; they can differ only
+when two candidates' scores tie to within rounding). ``-inf`` entries are never drawn.
 """
 
 from __future__ import annotations
@@ -12,31 +14,71 @@ from collections.abc import Sequence
 
 import torch
 
+from ..kernels.rng import GOLDEN, MUL1, MUL2, SALT, SHIFTS
 
-def row_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
-    """One independent generator per row, seeded with that row's seed."""
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-
-
-def row_uniforms(generators: Sequence[torch.Generator], device: torch.device | str) -> torch.Tensor:
-    """One uniform number in [0, 1) per row, each from the row's own generator, shape ``[batch, 1]``."""
-    draws = [torch.rand(1, generator=g, device=g.device, dtype=torch.float64) for g in generators]
-    return torch.cat(draws).view(-1, 1).to(device)
+Seeds = int | Sequence[int] | torch.Tensor
 
 
-def inverse_cdf(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Sample one token per row from (unnormalised) ``probs``; zero-probability tokens are never drawn."""
-    if len(generators) != probs.shape[0]:
-        raise ValueError(f"need one generator per row: {len(generators)} generators for {probs.shape[0]} rows")
-    cumulative = probs.double().cumsum(dim=-1)
-    target = row_uniforms(generators, probs.device) * cumulative[:, -1:]
-    # the first index whose cumulative mass exceeds the target; a zero-mass token never starts a step up
-    return torch.searchsorted(cumulative, target, right=True).clamp(max=probs.shape[-1] - 1).view(-1)
+def _signed(value: int) -> int:
+    """An unsigned 64-bit constant as the int64 with the same bits."""
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def sample_logits(logits: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Sample one token per row from ``softmax(logits)``; ``-inf`` entries are never drawn."""
-    return inverse_cdf(torch.softmax(logits.float(), dim=-1), generators)
+_GOLDEN, _MUL1, _MUL2, _SALT = (_signed(v) for v in (GOLDEN, MUL1, MUL2, SALT))
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    first, second, third = SHIFTS
+    x = (x ^ _shift_right(x, first)) * _MUL1  # int64 products wrap like uint64 ones
+    x = (x ^ _shift_right(x, second)) * _MUL2
+    return x ^ _shift_right(x, third)
+
+
+def as_seed_tensor(seeds: Seeds, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[batch]`` int64 seeds (one int for every row, one per row, or a tensor); any Python int is taken
+    modulo 2**64."""
+    if isinstance(seeds, torch.Tensor):
+        values = seeds.to(device=device, dtype=torch.int64).reshape(-1)
+        if values.numel() == 1:
+            values = values.expand(batch)
+    elif isinstance(seeds, int):
+        values = torch.full((batch,), _signed(seeds), dtype=torch.int64, device=device)
+    else:
+        values = torch.tensor([_signed(int(s)) for s in seeds], dtype=torch.int64, device=device)
+    if values.shape[0] != batch:
+        raise ValueError(f"need one seed per row: {values.shape[0]} seeds for {batch} rows")
+    return values
+
+
+def step_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """The generator key of each row at its step (int64 bit patterns)."""
+    return _mix(_mix(seeds ^ _SALT) + steps * _GOLDEN)
+
+
+def token_uniforms(keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Uniform numbers in (0, 1] (float64) for ``tokens`` under matching ``keys``."""
+    bits = _mix(keys + (tokens + 1) * _GOLDEN)
+    return (_shift_right(bits, 11).double() + 1.0) * 2.0**-53
+
+
+def race_draw(logits: torch.Tensor, seeds: Seeds, steps: int | torch.Tensor = 0) -> torch.Tensor:
+    """One token per row of ``logits`` (``[batch, vocab]``), drawn from ``softmax(logits)`` by the
+    exponential race keyed by each row's seed and step."""
+    batch = logits.shape[0]
+    seeds = as_seed_tensor(seeds, batch, logits.device)
+    steps = torch.as_tensor(steps, dtype=torch.int64, device=logits.device).expand(batch)
+    rows, cols = torch.nonzero(torch.isfinite(logits), as_tuple=True)
+    u = token_uniforms(step_keys(seeds, steps)[rows], cols)
+    scores = torch.full(logits.shape, -torch.inf, dtype=torch.float64, device=logits.device)
+    # u = 1 gives -ln(-ln u) = +inf: that token wins, as in the kernels
+    scores[rows, cols] = logits[rows, cols].double() - torch.log(-torch.log(u))
+    return scores.argmax(dim=-1)  # the first maximum: ties go to the lower id, as in the kernels
 
 
 def greedy(logits: torch.Tensor) -> torch.Tensor:

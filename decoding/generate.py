@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from .chain import SamplerChain
-from .draw import greedy, inverse_cdf, row_generators
-from .processors import EntropyTemperature, Temperature
+from .draw import as_seed_tensor, greedy
+from .fused import Draw
 from .prompts import Prompt, encode_prompt, left_pad, normalise_prompts, position_ids
 from .result import GenerationResult, RowTelemetry, StreamEvent
 from .sampler_spec import SamplerSpec, resolve_sampler
@@ -166,25 +166,14 @@ def generate(
     raise AssertionError("decoding ended without a result")
 
 
-def _applied_temperature(chain: SamplerChain, batch: int) -> torch.Tensor:
-    """The product of the temperatures the chain's temperature processors applied at this step."""
-    total = torch.ones(batch)
-    for processor in chain:
-        if isinstance(processor, (Temperature, EntropyTemperature)) and processor.last_temperature is not None:
-            total = total * processor.last_temperature.float().cpu()
-    return total
-
-
-def _draw(chain: SamplerChain | None, sequences, raw, generators):
-    """``(tokens, processed logits, processed probabilities, applied temperature)``; greedy is the point
-    mass on the argmax at temperature 0, so its telemetry reads the same way."""
+def _draw(chain: SamplerChain | None, sequences: torch.Tensor, raw: torch.Tensor, seeds: torch.Tensor, step: int) -> Draw:
+    """Tokens and telemetry of one step; greedy is the point mass on the argmax at temperature 0, so its
+    telemetry reads the same way."""
     if chain is None:
         tokens = greedy(raw)
         point_mass = torch.full_like(raw, -torch.inf, dtype=torch.float32).scatter_(1, tokens[:, None], 0.0)
-        return tokens, point_mass, point_mass.exp(), torch.zeros(raw.shape[0])
-    processed = chain(sequences, raw)
-    probs = torch.softmax(processed.float(), dim=-1)
-    return inverse_cdf(probs, generators), processed, probs, _applied_temperature(chain, raw.shape[0])
+        return Draw(tokens, measure_step(raw, point_mass, tokens, torch.zeros(raw.shape[0])))
+    return chain.sample(sequences, raw, seeds, step)
 
 
 @torch.inference_mode()
@@ -195,7 +184,7 @@ def _decode(
     device = next(model.parameters()).device
     eos = set() if ignore_eos else _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
-    generators = row_generators(seeds, device)
+    row_seeds = as_seed_tensor(seeds, len(encoded), device)
     state = [_Row(tokenizer, stops) for _ in encoded]
     started = time.perf_counter()
 
@@ -204,8 +193,7 @@ def _decode(
     out = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     for step in range(max_new_tokens):
         raw = out.logits[:, -1, :]
-        tokens, processed, probs, temperature = _draw(chain, sequences, raw, generators)
-        telemetry = measure_step(raw, processed, probs, tokens, temperature)
+        tokens, telemetry = _draw(chain, sequences, raw, row_seeds, step)
         for i, row in enumerate(state):
             if row.finish_reason is None and not math.isfinite(telemetry.logprob_after[i]):
                 raise ValueError(f"the sampler removed every token of row {i}; check its processors")

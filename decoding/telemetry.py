@@ -23,18 +23,15 @@ class StepTelemetry:
     temperature: torch.Tensor
 
 
-def measure_step(
-    raw: torch.Tensor, processed: torch.Tensor, probs_after: torch.Tensor, tokens: torch.Tensor,
-    temperature: torch.Tensor,
-) -> StepTelemetry:
-    """Telemetry for ``tokens`` drawn from ``probs_after = softmax(processed)`` when the model produced
-    ``raw`` logits."""
+def measure_step(raw: torch.Tensor, processed: torch.Tensor, tokens: torch.Tensor, temperature: torch.Tensor) -> StepTelemetry:
+    """Telemetry for ``tokens`` drawn from ``softmax(processed)`` when the model produced ``raw`` logits
+    (the torch reference of what the fused kernels report)."""
     index = tokens.view(-1, 1)
     before = log_probs(raw)
     after = log_probs(processed)
     return StepTelemetry(
         entropy_before=entropy_from(torch.softmax(before, dim=-1), before).cpu(),
-        entropy_after=entropy_from(probs_after, after).cpu(),
+        entropy_after=entropy_from(after.exp(), after).cpu(),
         kept=(after > -torch.inf).sum(dim=-1).cpu(),
         logprob_before=before.gather(1, index).squeeze(1).cpu(),
         logprob_after=after.gather(1, index).squeeze(1).cpu(),

@@ -16,7 +16,8 @@ from entrodec.decoding import (
     chain_from_yaml,
     load_preset,
 )
-from entrodec.decoding.draw import row_generators, sample_logits
+from entrodec.decoding.draw import race_draw
+from entrodec.kernels import use_kernels
 
 
 def test_order_matters():
@@ -27,20 +28,21 @@ def test_order_matters():
     assert torch.isfinite(hot_last).sum() == 1
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["kernels", "torch"])
 @pytest.mark.parametrize("chain", [
     SamplerChain([Temperature(1.5), TopH(0.6)]),
     SamplerChain([Temperature(0.8), MinP(0.05)]),
     SamplerChain([TopK(4), Temperature(2.0)]),
 ])
-def test_draws_follow_the_processed_distribution(chain):
+def test_draws_follow_the_processed_distribution(chain, kernels):
     torch.manual_seed(0)
     scores = torch.randn(1, 8) * 2
     scores[0, 5] = -math.inf
-    processed = chain(None, scores)
+    with use_kernels(kernels):
+        processed = chain(None, scores)
+        draws = 20000
+        tokens = chain.sample(None, scores.expand(draws, -1), seeds=torch.arange(draws), steps=0).tokens
     expected = torch.softmax(processed[0].double(), -1)
-    draws = 20000
-    logits = processed.expand(draws, -1)
-    tokens = chain.sample(None, scores.expand(draws, -1), row_generators(range(draws), "cpu"))
     counts = torch.bincount(tokens, minlength=8).double()
     support = expected > 0
     assert counts[~support].sum() == 0, "drew a removed token"
@@ -50,9 +52,22 @@ def test_draws_follow_the_processed_distribution(chain):
 
 def test_same_seed_same_draws_any_batch_position():
     scores = torch.randn(3, 50)
-    alone = sample_logits(scores[1:2], row_generators([7], "cpu"))
-    batched = sample_logits(scores, row_generators([1, 7, 3], "cpu"))
+    alone = race_draw(scores[1:2], [7], steps=4)
+    batched = race_draw(scores, [1, 7, 3], steps=4)
     assert alone[0] == batched[1]
+
+
+def test_steps_and_seeds_change_the_draw():
+    scores = torch.zeros(1, 1000)  # uniform: a repeated token would be a one-in-a-thousand coincidence
+    draws = {int(race_draw(scores, [seed], steps=step)[0]) for seed in range(3) for step in range(3)}
+    assert len(draws) >= 8
+    assert int(race_draw(scores, [5], steps=2)[0]) == int(race_draw(scores, [5], steps=2)[0])
+
+
+def test_a_removed_token_is_never_drawn_even_when_alone():
+    scores = torch.full((4, 6), -math.inf)
+    scores[torch.arange(4), torch.tensor([0, 5, 2, 3])] = 1.0
+    assert race_draw(scores, [0, 1, 2, 3]).tolist() == [0, 5, 2, 3]
 
 
 def test_chain_plugs_in_as_a_processor_and_rejects_non_processors():

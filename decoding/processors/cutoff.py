@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels import program
 from ..entropy import entropy_from_log_probs, log_probs
 from ..rowparams import RowParam, check_row_param, row_column
 from .base import Truncation
@@ -24,6 +25,9 @@ class EpsilonCutoff(Truncation):
         >>> EpsilonCutoff(0.02)(None, logits).isfinite()
         tensor([[ True,  True,  True, False]])
     """
+
+    kernel_code = program.EPSILON
+    kernel_param = "epsilon"
 
     def __init__(self, epsilon: RowParam, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)
@@ -49,6 +53,9 @@ class EtaCutoff(Truncation):
         >>> EtaCutoff(0.01)(None, logits).isfinite()
         tensor([[ True,  True, False, False]])
     """
+
+    kernel_code = program.ETA
+    kernel_param = "epsilon"
 
     def __init__(self, epsilon: RowParam, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)

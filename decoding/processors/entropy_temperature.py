@@ -8,7 +8,9 @@ import math
 import torch
 from transformers import LogitsProcessor
 
+from ...kernels import program
 from ..entropy import entropy_from_log_probs, log_probs
+from ..fused import KernelOp, process_fused
 from ..rowparams import RowParam, check_row_param, row_column
 from .temperature import apply_temperature
 
@@ -141,25 +143,62 @@ class EntropyTemperature(LogitsProcessor):
         ``None`` returns to the per-row rolling windows."""
         self._statistics = None if entropies is None else HapoStatistics.from_entropies(entropies.flatten(), self.pivot)
 
-    def _hapo_temperature(self, input_ids: torch.LongTensor | None, h: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
-        # A new generation (different batch, or a sequence that did not grow by one token) starts
-        # empty windows; without input_ids, consecutive calls on the same batch size continue.
+    def _is_new_generation(self, input_ids: torch.LongTensor | None, batch: int) -> bool:
+        # A different batch, or a sequence that did not grow by one token, starts empty windows;
+        # without input_ids, consecutive calls on the same batch size continue.
         length = None if input_ids is None else input_ids.shape[-1]
-        new_generation = len(self._history) != h.shape[0] or (
+        return len(self._history) != batch or (
             length is not None and (self._last_length is None or length != self._last_length + 1)
         )
-        if new_generation:
-            self._history = [[] for _ in range(h.shape[0])]
-        self._last_length = length
-        h_hat = []
-        for row, entropy in enumerate(h.view(-1).tolist()):
-            stats = self._statistics or HapoStatistics.from_entropies(torch.tensor(self._history[row]), self.pivot)
-            h_hat.append(0.0 if stats is None else stats.h_hat(entropy))
-            self._history[row] = (self._history[row] + [entropy])[-self.window:]
+
+    def _row_statistics(self, input_ids: torch.LongTensor | None, batch: int) -> list[HapoStatistics | None]:
+        """Each row's statistics for this step (nothing is recorded yet)."""
+        if self._statistics is not None:
+            return [self._statistics] * batch
+        if self._is_new_generation(input_ids, batch):
+            return [None] * batch
+        return [HapoStatistics.from_entropies(torch.tensor(window), self.pivot) for window in self._history]
+
+    def _record(self, input_ids: torch.LongTensor | None, entropies: list[float]) -> None:
+        """Append this step's entropies to the rows' windows."""
+        if self._is_new_generation(input_ids, len(entropies)):
+            self._history = [[] for _ in entropies]
+        self._last_length = None if input_ids is None else input_ids.shape[-1]
+        self._history = [(window + [h])[-self.window:] for window, h in zip(self._history, entropies)]
+
+    def _hapo_temperature(self, input_ids: torch.LongTensor | None, h: torch.Tensor, t0: torch.Tensor) -> torch.Tensor:
+        entropies = h.view(-1).tolist()
+        stats = self._row_statistics(input_ids, len(entropies))
+        h_hat = [0.0 if st is None else st.h_hat(entropy) for st, entropy in zip(stats, entropies)]
+        self._record(input_ids, entropies)
         h_hat_column = torch.tensor(h_hat, dtype=torch.float64, device=h.device).view(-1, 1)
         return t0 * (1 + self.tau * h_hat_column)
 
+    def kernel_op(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> KernelOp:
+        if self.kind == "dynatemp":
+            return KernelOp(program.DYNATEMP, {
+                "temperature": self.temperature, "dynatemp_range": self.dynatemp_range,
+                "dynatemp_exponent": self.dynatemp_exponent,
+            })
+        if self.kind == "edt":
+            return KernelOp(program.EDT, {"temperature": self.temperature, "theta": self.theta, "base": self.base})
+        stats = self._row_statistics(input_ids, scores.shape[0])
+        columns = torch.tensor(
+            [[0.0] * 5 if st is None else [1.0, st.pivot, st.spread, st.scale_pos, st.scale_neg] for st in stats],
+            dtype=torch.float64,
+        ).unbind(dim=1)
+        names = ("has_statistics", "pivot_log_entropy", "spread", "scale_pos", "scale_neg")
+        return KernelOp(program.HAPO, {"temperature": self.temperature, "tau": self.tau, **dict(zip(names, columns))})
+
+    def after_kernel(self, input_ids: torch.LongTensor | None, temperature: torch.Tensor, entropy: torch.Tensor) -> None:
+        self.last_temperature = temperature.float()
+        if self.kind == "hapo":
+            self._record(input_ids, entropy.tolist())
+
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
+        fused = process_fused([self], input_ids, scores)
+        if fused is not None:
+            return fused
         t0 = row_column(self.temperature, scores, "temperature", torch.float64)
         h = entropy_from_log_probs(log_probs(scores.double())).unsqueeze(-1)
         if self.kind == "dynatemp":

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ...kernels import program
 from ..rowparams import RowParam, check_row_param, row_column
 from .base import Truncation
 
@@ -25,6 +26,9 @@ class MinP(Truncation):
         >>> MinP(0.1)(None, logits).isfinite()
         tensor([[ True,  True,  True, False]])
     """
+
+    kernel_code = program.MIN_P
+    kernel_param = "min_p"
 
     def __init__(self, min_p: RowParam, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from ...kernels import program
+from ..fused import KernelOp, process_fused
 from ..rowparams import RowParam, check_row_param, row_column
 
 
@@ -63,7 +65,16 @@ class Temperature(LogitsProcessor):
         self.temperature = check_row_param("temperature", temperature, 0.0)
         self.last_temperature: torch.Tensor | None = None
 
+    def kernel_op(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> KernelOp:
+        return KernelOp(program.TEMPERATURE, {"temperature": self.temperature})
+
+    def after_kernel(self, input_ids: torch.LongTensor | None, temperature: torch.Tensor, entropy: torch.Tensor) -> None:
+        self.last_temperature = temperature.float()
+
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
+        fused = process_fused([self], input_ids, scores)
+        if fused is not None:
+            return fused
         t = row_column(self.temperature, scores, "temperature", torch.float64)
         self.last_temperature = t.view(-1).float()  # stays on the device: reading it is the caller's sync
         return apply_temperature(scores, t)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels import program
 from ..entropy import entropy_from_log_probs, log_probs
+from ..fused import KernelOp
 from ..rowparams import RowParam, check_row_param, row_column
 from .base import Truncation
 
@@ -34,11 +36,24 @@ def paper_rule_keep(scores: torch.Tensor, alpha: torch.Tensor, min_tokens_to_kee
     return torch.zeros_like(sorted_keep).scatter(1, order, sorted_keep)
 
 
+def top_n_lowest_ids_first(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n`` highest scores of each row and their ids, ordered by score descending and, among ties,
+    by lower id (``torch.topk`` documents no order for ties)."""
+    kth = torch.topk(scores, n, dim=-1).values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    take = above | (tied & (tied.long().cumsum(dim=-1) <= n - above.sum(dim=-1, keepdim=True)))
+    ids = take.nonzero()[:, 1].view(scores.shape[0], n)
+    values = scores.gather(1, ids)
+    order = torch.sort(values, dim=-1, descending=True, stable=True).indices
+    return values.gather(1, order), ids.gather(1, order)
+
+
 def hf_rule_keep(scores: torch.Tensor, alpha: torch.Tensor, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Kept mask of the authors' released rule (transformers' ``TopHLogitsWarper``): over the top 100
-    logits renormalised to q, keep the longest prefix with ``Σ −q ln q <= alpha · H(q)``."""
-    top_n = min(HF_TOP_N, scores.shape[-1])
-    top_logits, top_idx = torch.topk(scores, top_n, dim=-1, largest=True, sorted=True)
+    logits renormalised to q, keep the longest prefix with ``Σ −q ln q <= alpha · H(q)``. Ties at the
+    100th logit are broken by lower id."""
+    top_logits, top_idx = top_n_lowest_ids_first(scores, min(HF_TOP_N, scores.shape[-1]))
     # Normalise exactly as the reference does (subtract logsumexp, then softmax; entropy from the
     # normalised logits, per-token terms from log q) so that kept sets agree bit for bit.
     normalised = top_logits - top_logits.logsumexp(dim=-1, keepdim=True)
@@ -89,6 +104,10 @@ class TopH(Truncation):
         if rule not in RULES:
             raise ValueError(f"`rule` must be one of {', '.join(map(repr, RULES))}, got {rule!r}")
         self.rule = rule
+
+    def kernel_op(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> KernelOp:
+        code = program.TOP_H if self.rule == "paper" else program.TOP_H_HF
+        return KernelOp(code, {"alpha": self.alpha, "min_tokens_to_keep": self.min_tokens_to_keep})
 
     def removal_mask(self, scores: torch.Tensor) -> torch.Tensor:
         alpha = row_column(self.alpha, scores, "alpha", torch.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels import program
 from ..rowparams import RowParam, check_row_param, row_column
 from .base import Truncation
 
@@ -23,6 +24,9 @@ class TopK(Truncation):
         >>> TopK(2)(None, torch.tensor([[1.0, 4.0, 3.0, 2.0]]))
         tensor([[-inf, 4., 3., -inf]])
     """
+
+    kernel_code = program.TOP_K
+    kernel_param = "top_k"
 
     def __init__(self, top_k: RowParam, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ...kernels import program
 from ..rowparams import RowParam, check_row_param, row_column
 from .base import Truncation
 
@@ -25,6 +26,9 @@ class TopNSigma(Truncation):
         >>> TopNSigma(1.0)(None, torch.tensor([[10.0, 9.0, 1.0, 0.0, -float("inf")]])).isfinite()
         tensor([[ True,  True, False, False, False]])
     """
+
+    kernel_code = program.TOP_N_SIGMA
+    kernel_param = "n"
 
     def __init__(self, n: RowParam = 1.0, min_tokens_to_keep: int = 1) -> None:
         super().__init__(min_tokens_to_keep)

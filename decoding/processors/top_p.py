@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from ...kernels import program
 from ..rowparams import RowParam, check_row_param, row_column
 from .base import Truncation
 
 
 class TopP(Truncation):
     """Keep the highest tokens whose cumulative probability reaches ``top_p`` (transformers' semantics:
-    sort ascending and remove the tail whose cumulative mass is ``<= 1 - top_p``).
+    sort ascending and remove the tail whose cumulative mass is ``<= 1 - top_p``). Among tokens tied at
+    the boundary the lower ids are kept (transformers leaves that to ``torch.sort``'s unstable order).
 
     ``top_p=1`` keeps every token of non-zero probability.
 
@@ -26,6 +28,9 @@ class TopP(Truncation):
         tensor([[ True,  True, False, False]])
     """
 
+    kernel_code = program.TOP_P
+    kernel_param = "top_p"
+
     keeps_own_minimum = True
 
     def __init__(self, top_p: RowParam, min_tokens_to_keep: int = 1) -> None:
@@ -34,7 +39,9 @@ class TopP(Truncation):
 
     def removal_mask(self, scores: torch.Tensor) -> torch.Tensor:
         p = row_column(self.top_p, scores, "top_p", torch.float64)
-        sorted_logits, order = torch.sort(scores, dim=-1, descending=False)
+        # ascending, ties by *higher* id first, so that the lower ids of a tie are the last removed
+        sorted_logits, order = torch.sort(scores.flip(-1), dim=-1, descending=False, stable=True)
+        order = scores.shape[-1] - 1 - order
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         # 1 - p in double, then rounded once to the scores' dtype, as transformers' scalar compare does.
         sorted_remove = cumulative <= (1 - p).to(scores.dtype)

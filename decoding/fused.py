@@ -1,0 +1,95 @@
+"""Running processors through the fused kernels (entrodec.kernels) when every one of them has a kernel.
+
+A processor opts in with ``kernel_op(input_ids, scores) -> KernelOp`` (its op code and per-row values,
+scalars or ``[batch]`` tensors) and may take back what the kernel measured with
+``after_kernel(input_ids, temperature, entropy)`` (``[batch]`` tensors: the temperature it applied and the entropy
+it saw, NaN where it has none). ``process_fused`` and ``sample_fused`` return ``None`` whenever the
+kernels cannot run, and the caller falls back to the torch reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import kernels
+from ..kernels import program
+from .rowparams import row_column
+from .telemetry import StepTelemetry
+
+
+class KernelOp(NamedTuple):
+    code: int
+    values: dict[str, Any]  # per slot, in order: the parameter's name and a number or a [batch] tensor
+
+
+class Draw(NamedTuple):
+    """One decoding step's tokens (``[batch]``, on the scores' device) and telemetry (on the CPU)."""
+
+    tokens: torch.Tensor
+    telemetry: StepTelemetry
+
+
+def _kernel_ops(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> list[KernelOp] | None:
+    if not processors or not kernels.enabled() or kernels.backend_for(scores) is None:
+        return None
+    ops = []
+    for processor in processors:
+        make = getattr(processor, "kernel_op", None)
+        op = make(input_ids, scores) if make is not None else None
+        if op is None:
+            return None
+        ops.append(op)
+    return ops
+
+
+def _params(ops: Sequence[KernelOp], batch: int) -> torch.Tensor:
+    params = torch.zeros(batch, len(ops), program.SLOTS, dtype=torch.float64)
+    rows = params[:, 0, :1]
+    for index, op in enumerate(ops):
+        for slot, (name, value) in enumerate(op.values.items()):
+            params[:, index, slot] = row_column(value, rows, name, torch.float64).view(-1)
+    return params
+
+
+def _run(processors, input_ids, scores, mode, seeds=None, steps=None):
+    ops = _kernel_ops(processors, input_ids, scores)
+    if ops is None:
+        return None
+    out, tel = kernels.run_program(scores, [op.code for op in ops], _params(ops, scores.shape[0]), mode, seeds, steps)
+    tel = tel.cpu()
+    for index, processor in enumerate(processors):
+        after = getattr(processor, "after_kernel", None)
+        if after is not None:
+            after(input_ids, tel[:, program.op_temperature_column(index)], tel[:, program.op_entropy_column(index)])
+    return out, tel
+
+
+def process_fused(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> torch.Tensor | None:
+    """The processed logits of ``processors`` applied in order, or ``None`` if a kernel cannot run."""
+    ran = _run(processors, input_ids, scores, program.WRITE)
+    return None if ran is None else ran[0]
+
+
+def sample_fused(
+    processors: Sequence[Any], input_ids, scores: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor
+) -> Draw | None:
+    """Process, draw and measure in one pass, or ``None`` if a kernel cannot run."""
+    ran = _run(processors, input_ids, scores, program.DRAW | program.TELEMETRY, seeds, steps)
+    if ran is None:
+        return None
+    tel = ran[1]
+    tokens = tel[:, program.T_TOKEN].clamp(min=0).long()
+    empty = tel[:, program.T_STATUS] == program.STATUS_EMPTY
+    logprob_after = torch.where(empty, torch.full_like(tel[:, 0], -torch.inf), tel[:, program.T_LOGP_AFTER])
+    telemetry = StepTelemetry(
+        entropy_before=tel[:, program.T_H_BEFORE].float(),
+        entropy_after=tel[:, program.T_H_AFTER].float(),
+        kept=tel[:, program.T_KEPT].long(),
+        logprob_before=tel[:, program.T_LOGP_BEFORE].float(),
+        logprob_after=logprob_after.float(),
+        temperature=tel[:, program.T_TEMPERATURE].float(),
+    )
+    return Draw(tokens.to(scores.device), telemetry)

@@ -1,0 +1,378 @@
+"""The per-row algorithm of a fused sampler chain, written once for both backends.
+
+These are plain Python functions: :func:`entrodec.kernels.compile.instantiate` clones them into a
+namespace holding one backend's *passes* (the functions that touch the whole row, with whatever
+parallelism that backend has) and compiles them there, with ``njit`` for the CPU and
+``cuda.jit(device=True)`` for the GPU. Nothing here loops over the vocabulary: every scalar it
+computes is the same on every thread of a CUDA block, so control flow stays uniform.
+
+The kept set of a row is ``{i : d_i < dt or (d_i == dt and ilo <= i <= ihi)}`` with ``d_i = z_max − z_i``
+(raw logits, float64): every rule of the chain keeps a prefix of the order "``d`` ascending, ties by
+lower id", so one threshold and one id range describe what survives any sequence of them. The scale
+``s`` (product of ``1/T``) turns gaps into the sampled distribution's ``x_i = s·d_i``.
+
+Passes a backend provides (``ws`` is the backend's tuple of work arrays; ``ws[0]`` the pass results,
+``ws[1]`` the pivots, ``ws[2]``/``ws[3]`` sorted candidates (gap, id), ``ws[4]`` a copy of the last
+full scan):
+
+- ``row_max(z, ws) -> (z_max, n_finite, z_min)``
+- ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)``: over kept tokens with ``lo < d <= hi``, the
+  sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``.
+- ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
+- ``row_nth_tied(z, m, dt, ilo, ihi, dval, j, ws) -> id``: the ``j``-th lowest kept id with ``d == dval``.
+- ``row_draw(z, m, s, dt, ilo, ihi, key, want, ws) -> (token, n, G, Q)``: the exponential race and the
+  sums of the final kept set.
+- ``row_write(z, m, s, dt, ilo, ihi, shift, limit, out, ws)``: the processed logits.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .program import (
+    DRAW,
+    DYNATEMP,
+    EDT,
+    EPSILON,
+    ETA,
+    FIXED,
+    HAPO,
+    MIN_P,
+    STATUS_EMPTY,
+    T_H_AFTER,
+    T_H_BEFORE,
+    T_KEPT,
+    T_LOGP_AFTER,
+    T_LOGP_BEFORE,
+    T_STATUS,
+    T_TEMPERATURE,
+    T_TOKEN,
+    TELEMETRY,
+    TEMPERATURE,
+    TOP_H,
+    TOP_H_HF,
+    TOP_K,
+    TOP_N_SIGMA,
+    TOP_P,
+    WRITE,
+)
+from .rules import (
+    K_COUNT,
+    K_HF,
+    K_TOP_H,
+    K_TOP_P,
+    ZERO_LOG_F64,
+    admitted,
+    dynatemp_temperature,
+    edt_temperature,
+    entropy_of,
+    hapo_temperature,
+    is_inclusive,
+    target_below,
+)
+
+INF = math.inf
+ALL_IDS = 1 << 62
+HF_CANDIDATES = 100.0
+MAX_ROUNDS = 200
+FIRST_PIVOT = 0.25  # scaled nats: the first pivot of a search, then ×4 per pivot
+
+# Layout of a scan's results.
+A_N = 0
+A_G = 1
+A_Q = 2
+A_SX = 3
+A_SXX = 4
+A_DMIN = 5
+A_DMAX = 6
+A_PIV = 7  # then (count, G, Q) per pivot
+
+
+def acc_size(npiv):
+    return A_PIV + 3 * npiv
+
+
+def geometric_pivots(piv, lo, s):
+    """Pivots above ``lo`` spaced ×4 in scaled nats: most targets sit a few nats below the maximum."""
+    start = max(lo, 0.0) * s
+    width = max(FIRST_PIVOT, start)
+    for j in range(piv.shape[0]):
+        piv[j] = (start + width * 4.0 ** j) / s
+
+
+def even_pivots(piv, lo, hi):
+    n = piv.shape[0]
+    for j in range(n):
+        piv[j] = lo + (hi - lo) * (j + 1) / (n + 1)
+
+
+def scan_all(z, m, s, dt, ilo, ihi, ws):
+    """Sums over the whole kept set, with the first round of a search's pivots, copied to ``ws[4]``."""
+    acc = ws[0]
+    piv = ws[1]
+    cache = ws[4]
+    geometric_pivots(piv, -1.0, s)
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, piv.shape[0], ws)
+    for k in range(acc_size(piv.shape[0])):
+        cache[k] = acc[k]
+
+
+def walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk):
+    """Index of the rule's target among ``n`` sorted candidates that follow ``bc`` tokens of sums
+    ``bg``, ``bq``: the last kept one (L-kinds) or the first removed one (R-kinds); -1 if absent."""
+    inclusive = is_inclusive(kind)
+    g = bg
+    q = bq
+    last = -1
+    for j in range(n):
+        x = s * cand_d[j]
+        e = math.exp(-x)
+        g_incl = g + e
+        q_incl = q + x * e
+        if not admitted(kind, bc + j, g, g_incl, q_incl, x, a, b, c, mk):
+            return last if inclusive else j
+        last = j
+        g = g_incl
+        q = q_incl
+    return last if inclusive else -1
+
+
+def tie_walk(count, x, kind, bc, bg, bq, a, b, c, mk):
+    """The target's position inside ``count`` tokens of identical gap ``x`` (bisection: the rules are
+    monotone along the walk). Returns ``(position, inclusive)``."""
+    e = math.exp(-x)
+    lo = 0.0
+    hi = count
+    while lo < hi:
+        mid = math.floor((lo + hi) / 2.0)
+        if admitted(kind, bc + mid, bg + mid * e, bg + (mid + 1.0) * e, bq + (mid + 1.0) * x * e, x, a, b, c, mk):
+            lo = mid + 1.0
+        else:
+            hi = mid
+    if is_inclusive(kind):
+        return max(lo - 1.0, 0.0), True
+    if lo >= count:
+        return count - 1.0, True
+    return lo, False
+
+
+def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
+    """The target token of a prefix rule over the kept set: ``(found, gap, id, inclusive)``.
+
+    Narrows a bracket ``(lo, hi]`` of gaps with rounds of pivot sums until it holds few enough tokens
+    to sort (or only tokens of one gap), then walks them. ``cached``: ``ws[4]`` holds this kept set's
+    full scan, which is the first round.
+    """
+    acc = ws[0]
+    piv = ws[1]
+    cand_d = ws[2]
+    cand_i = ws[3]
+    cache = ws[4]
+    npiv = piv.shape[0]
+    cap = cand_d.shape[0]
+    lo = -1.0
+    hi = INF
+    bc = 0.0
+    bg = 0.0
+    bq = 0.0
+    nb = 0.0
+    dmin = 0.0
+    for rounds in range(MAX_ROUNDS):
+        src = acc
+        if rounds == 0 and cached:
+            geometric_pivots(piv, lo, s)
+            src = cache
+        else:
+            if hi == INF:
+                geometric_pivots(piv, lo, s)
+            else:
+                even_pivots(piv, lo, hi)
+            row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
+        nb = src[A_N]
+        dmin = src[A_DMIN]
+        if rounds == 0 and (nb == 0.0 or not target_below(kind, nb, src[A_G], src[A_Q], a, b, c, mk)):
+            return False, 0.0, 0, False
+        if nb <= cap or dmin == src[A_DMAX]:
+            break
+        hit = npiv
+        for j in range(npiv):
+            k = A_PIV + 3 * j
+            if target_below(kind, bc + src[k], bg + src[k + 1], bq + src[k + 2], a, b, c, mk):
+                hit = j
+                break
+        if hit < npiv:
+            hi = piv[hit]
+        if hit > 0:
+            k = A_PIV + 3 * (hit - 1)
+            bc += src[k]
+            bg += src[k + 1]
+            bq += src[k + 2]
+            lo = piv[hit - 1]
+    if nb <= cap:
+        n = row_gather(z, m, dt, ilo, ihi, lo, hi, ws)
+        j = walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk)
+        if j < 0:  # rounding put the target past the bracket: keep the bracket
+            return True, cand_d[n - 1], cand_i[n - 1], True
+        return True, cand_d[j], cand_i[j], is_inclusive(kind)
+    position, inclusive = tie_walk(nb, s * dmin, kind, bc, bg, bq, a, b, c, mk)
+    return True, dmin, row_nth_tied(z, m, dt, ilo, ihi, dmin, position, ws), inclusive
+
+
+def cut_prefix(dt, ilo, ihi, d_target, i_target, inclusive):
+    """The kept set up to the target token (through it, or before it)."""
+    new_ilo = ilo if d_target == dt else 0
+    new_ihi = i_target if inclusive else i_target - 1
+    return d_target, new_ilo, new_ihi
+
+
+def cut_gap(dt, ilo, ihi, d_new):
+    """Keep every token with a gap ``<= d_new`` (ties included)."""
+    if d_new < dt:
+        return d_new, 0, ALL_IDS, True
+    return dt, ilo, ihi, False
+
+
+def keep_at_most(z, m, s, dt, ilo, ihi, tau, mk, ties, ws):
+    """Keep tokens with ``x <= tau``, and at least the ``mk`` first (with their ties when ``ties``:
+    transformers' ``min_tokens_to_keep`` of threshold rules)."""
+    if not tau < INF:
+        return dt, ilo, ihi, False
+    acc = ws[0]
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, tau / s, 0, ws)
+    if acc[A_N] < mk:
+        found, d_target, i_target, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, mk, 0.0, 0.0, mk, False, ws)
+        if not found:  # fewer than mk tokens: all stay
+            return dt, ilo, ihi, False
+        if ties:
+            return cut_gap(dt, ilo, ihi, d_target)
+        d_new, ilo_new, ihi_new = cut_prefix(dt, ilo, ihi, d_target, i_target, True)
+        return d_new, ilo_new, ihi_new, True
+    return cut_gap(dt, ilo, ihi, acc[A_DMAX])
+
+
+def keep_prefix(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
+    """Apply a prefix rule: ``(dt, ilo, ihi, changed)``."""
+    found, d_target, i_target, inclusive = locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws)
+    if not found:
+        return dt, ilo, ihi, False
+    d_new, ilo_new, ihi_new = cut_prefix(dt, ilo, ihi, d_target, i_target, inclusive)
+    return d_new, ilo_new, ihi_new, True
+
+
+def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
+    """Apply the program ``ops``/``prm`` to one row of logits ``z``; fill ``tel`` and, in WRITE mode,
+    ``out``."""
+    for k in range(tel.shape[0]):
+        tel[k] = math.nan
+    m, n_finite, z_min = row_max(z, ws)
+    if n_finite == 0:
+        tel[T_STATUS] = STATUS_EMPTY
+        tel[T_TOKEN] = -1.0
+        tel[T_KEPT] = 0.0
+        if mode & WRITE:
+            row_write(z, m, 1.0, -1.0, 1, 0, 0.0, limit, out, ws)
+        return
+    tel[T_STATUS] = 0.0
+    cache = ws[4]
+    s = 1.0
+    dt = INF
+    ilo = 1
+    ihi = 0
+    t_total = 1.0
+    cached = False
+    g_raw = 1.0
+    if mode & TELEMETRY:
+        scan_all(z, m, s, dt, ilo, ihi, ws)
+        cached = True
+        g_raw = cache[A_G]
+        tel[T_H_BEFORE] = entropy_of(g_raw, cache[A_Q])
+    for j in range(ops.shape[0]):
+        op = ops[j]
+        p = prm[j]
+        t = -1.0
+        if op == TEMPERATURE:
+            t = p[0]
+        elif op == DYNATEMP or op == EDT or op == HAPO:
+            if not cached:
+                scan_all(z, m, s, dt, ilo, ihi, ws)
+                cached = True
+            h = entropy_of(cache[A_G], cache[A_Q])
+            tel[FIXED + 2 * j + 1] = h
+            if op == DYNATEMP:
+                t = dynatemp_temperature(cache[A_N], h, p[0], p[1], p[2])
+            elif op == EDT:
+                t = edt_temperature(h, p[0], p[1], p[2])
+            else:
+                t = hapo_temperature(h, p[0], p[1], p[2], p[3], p[4], p[5], p[6])
+        if t >= 0.0:
+            tel[FIXED + 2 * j] = t
+            t_total *= t
+            cached = False
+            if t > 0.0:
+                s = s / t
+            else:  # greedy: the first most likely kept token
+                first = row_nth_tied(z, m, dt, ilo, ihi, 0.0, 0.0, ws)
+                dt = 0.0
+                ilo = first
+                ihi = first
+            continue
+        mk = p[1]
+        changed = False
+        if op == MIN_P:
+            if p[0] > 0.0:
+                dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(p[0]), mk, True, ws)
+        elif op == TOP_K:
+            if p[0] > 0.0:
+                found, d_target, _, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, max(p[0], mk), 0.0, 0.0, mk, cached, ws)
+                if found:
+                    dt, ilo, ihi, changed = cut_gap(dt, ilo, ihi, d_target)
+        else:
+            if op == TOP_H_HF:
+                dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_COUNT, HF_CANDIDATES, 0.0, 0.0, mk, cached, ws)
+                cached = cached and not changed
+            if not cached:
+                scan_all(z, m, s, dt, ilo, ihi, ws)
+                cached = True
+            n = cache[A_N]
+            g = cache[A_G]
+            h = entropy_of(g, cache[A_Q])
+            if op == EPSILON:
+                if p[0] > 0.0:
+                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(p[0]) - math.log(g), mk, True, ws)
+            elif op == ETA:
+                if p[0] > 0.0:
+                    eta = min(p[0], math.sqrt(p[0]) * math.exp(-h))
+                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(eta) - math.log(g), mk, True, ws)
+            elif op == TOP_N_SIGMA:
+                mean = cache[A_SX] / n
+                sigma = math.sqrt(max(cache[A_SXX] / n - mean * mean, 0.0))
+                dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, p[0] * sigma, mk, True, ws)
+            elif op == TOP_P:
+                dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_TOP_P, p[0] * g, 0.0, 0.0, mk, cached, ws)
+            elif op == TOP_H:
+                log_g = math.log(g)
+                if s * cache[A_DMAX] + log_g >= ZERO_LOG_F64:  # tokens of zero probability are never kept
+                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, ZERO_LOG_F64 - log_g, mk, False, ws)
+                    cached = cached and not changed
+                bound = p[0] * h if p[0] < 1.0 else INF
+                dt, ilo, ihi, cut = keep_prefix(z, m, s, dt, ilo, ihi, K_TOP_H, bound, 0.0, 0.0, mk, cached, ws)
+                changed = changed or cut
+            elif op == TOP_H_HF:
+                dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_HF, p[0] * h, math.log(g), g, mk, cached, ws)
+        if changed:
+            cached = False
+    tel[T_TEMPERATURE] = t_total
+    if mode & (DRAW | TELEMETRY):
+        want = (mode & DRAW) != 0
+        token, n_after, g_after, q_after = row_draw(z, m, s, dt, ilo, ihi, seed_step_key, want, ws)
+        tel[T_KEPT] = n_after
+        tel[T_H_AFTER] = entropy_of(g_after, q_after)
+        if want:
+            d_token = m - z[token]
+            tel[T_TOKEN] = token
+            tel[T_LOGP_AFTER] = -s * d_token - math.log(g_after)
+            if mode & TELEMETRY:
+                tel[T_LOGP_BEFORE] = -d_token - math.log(g_raw)
+    if mode & WRITE:
+        shift = m if s * max(abs(m), abs(z_min)) > limit else 0.0
+        row_write(z, m, s, dt, ilo, ihi, shift, limit, out, ws)
