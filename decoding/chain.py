@@ -64,6 +64,13 @@ class SamplerChain(LogitsProcessor):
         tokens = race_draw(processed, seeds, steps)
         return Draw(tokens, measure_step(scores, processed, tokens, self.applied_temperature(scores.shape[0])))
 
+    def select_rows(self, keep: list[int]) -> None:
+        """The batch now holds only the rows at positions ``keep`` (generate() drops finished rows):
+        processors with per-row state follow."""
+        for processor in self.processors:
+            if hasattr(processor, "select_rows"):
+                processor.select_rows(keep)
+
     def applied_temperature(self, batch: int) -> torch.Tensor:
         """The product of the temperatures the chain's processors applied at their last call (``[batch]``,
         1.0 for a chain without temperature)."""

@@ -16,8 +16,9 @@ import torch
 
 from .. import kernels
 from ..kernels import program
+from .draw import greedy
 from .rowparams import row_column
-from .telemetry import StepTelemetry
+from .telemetry import StepTelemetry, measure_step
 
 
 class KernelOp(NamedTuple):
@@ -93,3 +94,11 @@ def sample_fused(
         temperature=tel[:, program.T_TEMPERATURE].float(),
     )
     return Draw(tokens.to(scores.device), telemetry)
+
+
+def greedy_draw(raw: torch.Tensor) -> Draw:
+    """Greedy decoding as a draw: the point mass on the first argmax at temperature 0, so its telemetry
+    reads like a sampler's."""
+    tokens = greedy(raw)
+    point_mass = torch.full_like(raw, -torch.inf, dtype=torch.float32).scatter_(1, tokens[:, None], 0.0)
+    return Draw(tokens, measure_step(raw, point_mass, tokens, torch.zeros(raw.shape[0])))

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from .chain import SamplerChain
-from .draw import as_seed_tensor, greedy
-from .fused import Draw
+from .draw import as_seed_tensor
+from .fused import Draw, greedy_draw
 from .prompts import Prompt, encode_prompt, left_pad, normalise_prompts, position_ids
 from .result import GenerationResult, RowTelemetry, StreamEvent
 from .sampler_spec import SamplerSpec, resolve_sampler
-from .telemetry import StepTelemetry, measure_step
+from .telemetry import StepTelemetry
 from .text_stream import IncrementalDetokenizer, find_stop, held_back
 
 
@@ -116,6 +116,7 @@ def generate(
     stream: bool = False,
     chat: bool = False,
     ignore_eos: bool = False,
+    n: int = 1,
 ) -> GenerationResult | GenerationStream:
     """Generate continuations for a batch of prompts.
 
@@ -128,11 +129,14 @@ def generate(
             such as ``"creative"``.
         max_new_tokens: at most this many new tokens per prompt (``>= 1``).
         stop: string(s) that end a row when they appear; they are cut from the text.
-        seed: an int for every row, one int per row, or ``None`` (drawn from torch's global RNG). A row's
-            text depends only on its prompt and seed, never on the rest of the batch.
+        seed: an int for every prompt, one int per prompt, or ``None`` (drawn from torch's global RNG). A
+            row's text depends only on its prompt and seed, never on the rest of the batch. With ``n > 1``
+            the ``j``-th sample of a prompt uses its seed ``+ j``.
         stream: return a :class:`GenerationStream` of incremental text instead of the final result.
         chat: wrap string prompts as a user message and apply the chat template.
         ignore_eos: keep generating past end-of-sequence tokens (for benchmarks).
+        n: samples per prompt. Each prompt is run through the model once and its cache shared by its
+            samples; the result has ``len(prompts) · n`` rows, the samples of each prompt together.
 
     Example:
         >>> from entrodec.decoding import load_model, generate, Temperature, TopH  # doctest: +SKIP
@@ -144,9 +148,11 @@ def generate(
     rows = normalise_prompts(prompts)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be an integer >= 1, got {n!r}")
     chain = resolve_sampler(sampler)
     stops = _check_stop(stop)
-    seeds = _check_seeds(seed, len(rows))
+    seeds = [s + j for s in _check_seeds(seed, len(rows)) for j in range(n)]
     encoded = [encode_prompt(tokenizer, p, chat) for p in rows]
     for position, ids in enumerate(encoded):
         if not ids:
@@ -157,7 +163,7 @@ def generate(
         raise ValueError(
             f"prompt length {longest} + max_new_tokens {max_new_tokens} exceeds the model's context of {limit} tokens"
         )
-    events = _decode(model, tokenizer, encoded, chain, max_new_tokens, stops, seeds, ignore_eos)
+    events = _decode(model, tokenizer, encoded, n, chain, max_new_tokens, stops, seeds, ignore_eos)
     if stream:
         return GenerationStream(events)
     for item in events:
@@ -166,61 +172,67 @@ def generate(
     raise AssertionError("decoding ended without a result")
 
 
-def _draw(chain: SamplerChain | None, sequences: torch.Tensor, raw: torch.Tensor, seeds: torch.Tensor, step: int) -> Draw:
-    """Tokens and telemetry of one step; greedy is the point mass on the argmax at temperature 0, so its
-    telemetry reads the same way."""
-    if chain is None:
-        tokens = greedy(raw)
-        point_mass = torch.full_like(raw, -torch.inf, dtype=torch.float32).scatter_(1, tokens[:, None], 0.0)
-        return Draw(tokens, measure_step(raw, point_mass, tokens, torch.zeros(raw.shape[0])))
-    return chain.sample(sequences, raw, seeds, step)
+def _draw(sampler, sequences: torch.Tensor, raw: torch.Tensor, seeds: torch.Tensor, step: int) -> Draw:
+    return greedy_draw(raw) if sampler is None else sampler.sample(sequences, raw, seeds, step)
 
 
 @torch.inference_mode()
 def _decode(
-    model, tokenizer, encoded: list[list[int]], chain: SamplerChain | None, max_new_tokens: int,
+    model, tokenizer, encoded: list[list[int]], n: int, chain: SamplerChain | None, max_new_tokens: int,
     stops: list[str], seeds: list[int], ignore_eos: bool,
 ) -> Iterator[StreamEvent | GenerationResult]:
     device = next(model.parameters()).device
     eos = set() if ignore_eos else _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
-    row_seeds = as_seed_tensor(seeds, len(encoded), device)
-    state = [_Row(tokenizer, stops) for _ in encoded]
+    row_seeds = as_seed_tensor(seeds, len(seeds), device)
+    state = [_Row(tokenizer, stops) for _ in seeds]
     started = time.perf_counter()
 
     sequences, mask = left_pad(encoded, pad_id, device)
     positions = position_ids(mask)
     out = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    raw = out.logits[:, -1, :]
+    if n > 1:  # the samples of a prompt share its prefill
+        cache.batch_repeat_interleave(n)
+        raw, sequences, mask, positions = (t.repeat_interleave(n, dim=0) for t in (raw, sequences, mask, positions))
+    active = list(range(len(state)))  # the rows still in the batch, by original index
     for step in range(max_new_tokens):
-        raw = out.logits[:, -1, :]
         tokens, telemetry = _draw(chain, sequences, raw, row_seeds, step)
-        for i, row in enumerate(state):
-            if row.finish_reason is None and not math.isfinite(telemetry.logprob_after[i]):
+        for k, i in enumerate(active):
+            if not math.isfinite(telemetry.logprob_after[k]):
                 raise ValueError(f"the sampler removed every token of row {i}; check its processors")
         chosen = tokens.tolist()
         last = step == max_new_tokens - 1
-        for i, row in enumerate(state):
-            if row.finish_reason is not None:
-                chosen[i] = pad_id
-                continue
-            text = row.add(chosen[i], telemetry, i, chosen[i] in eos, last)
-            yield StreamEvent(row=i, text=text, token_id=chosen[i], finish_reason=row.finish_reason)
-        if all(row.finish_reason is not None for row in state):
+        for k, i in enumerate(active):
+            text = state[i].add(chosen[k], telemetry, k, chosen[k] in eos, last)
+            yield StreamEvent(row=i, text=text, token_id=chosen[k], finish_reason=state[i].finish_reason)
+        keep = [k for k, i in enumerate(active) if state[i].finish_reason is None]
+        if not keep:
             break
+        if len(keep) < len(active):  # finished rows leave the batch and its cache
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            sequences, mask, positions, row_seeds = (t[index] for t in (sequences, mask, positions, row_seeds))
+            chosen = [chosen[k] for k in keep]
+            active = [active[k] for k in keep]
+            if chain is not None and hasattr(chain, "select_rows"):
+                chain.select_rows(keep)
         next_tokens = torch.tensor(chosen, device=device).view(-1, 1)
         sequences = torch.cat([sequences, next_tokens], dim=1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         positions = positions[:, -1:] + 1
         out = model(
-            input_ids=next_tokens, attention_mask=mask, position_ids=positions,
-            past_key_values=out.past_key_values, use_cache=True,
+            input_ids=next_tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
         )
+        cache = out.past_key_values
+        raw = out.logits[:, -1, :]
     yield GenerationResult(
         texts=[row.text for row in state],
         token_ids=[row.token_ids for row in state],
         finish_reasons=[row.finish_reason or "length" for row in state],
         telemetry=[row.telemetry for row in state],
-        prompt_tokens=[len(ids) for ids in encoded],
+        prompt_tokens=[len(ids) for ids in encoded for _ in range(n)],
         seeds=seeds,
         elapsed_s=time.perf_counter() - started,
     )

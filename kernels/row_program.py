@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .program import (
     DRAW,
     DYNATEMP,
@@ -38,6 +40,7 @@ from .program import (
     FIXED,
     HAPO,
     MIN_P,
+    FLOAT32_PARAMS,
     STATUS_EMPTY,
     T_H_AFTER,
     T_H_BEFORE,
@@ -61,6 +64,7 @@ from .rules import (
     K_HF,
     K_TOP_H,
     K_TOP_P,
+    ZERO_LOG_F32,
     ZERO_LOG_F64,
     admitted,
     dynatemp_temperature,
@@ -75,7 +79,10 @@ INF = math.inf
 ALL_IDS = 1 << 62
 HF_CANDIDATES = 100.0
 MAX_ROUNDS = 200
-FIRST_PIVOT = 0.25  # scaled nats: the first pivot of a search, then ×4 per pivot
+SORT_LIMIT = 512  # a bracket this small is gathered and sorted; larger ones are narrowed further
+FIRST_PIVOT = 0.25  # scaled nats: the first pivot of a search
+MAX_SCALE = 1e300  # 1/T for a vanishing T: gaps stay finite, everything below the maximum gets zero mass
+MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal float64: a subnormal T acts as 0 (greedy)
 
 # Layout of a scan's results.
 A_N = 0
@@ -93,11 +100,14 @@ def acc_size(npiv):
 
 
 def geometric_pivots(piv, lo, s):
-    """Pivots above ``lo`` spaced ×4 in scaled nats: most targets sit a few nats below the maximum."""
+    """Pivots above ``lo`` spaced geometrically in scaled nats (×2 for 8 pivots, ×4 for 4, reaching
+    ~32 nats either way): most targets sit a few nats below the maximum."""
+    npiv = piv.shape[0]
+    ratio = 2.0 ** max(1, 8 // npiv)
     start = max(lo, 0.0) * s
     width = max(FIRST_PIVOT, start)
-    for j in range(piv.shape[0]):
-        piv[j] = (start + width * 4.0 ** j) / s
+    for j in range(npiv):
+        piv[j] = (start + width * ratio ** j) / s
 
 
 def even_pivots(piv, lo, hi):
@@ -169,53 +179,66 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
     cand_i = ws[3]
     cache = ws[4]
     npiv = piv.shape[0]
-    cap = cand_d.shape[0]
+    limit = min(cand_d.shape[0], SORT_LIMIT)
     lo = -1.0
     hi = INF
     bc = 0.0
     bg = 0.0
     bq = 0.0
-    nb = 0.0
-    dmin = 0.0
-    for rounds in range(MAX_ROUNDS):
+    geometric_pivots(piv, lo, s)
+    src = cache
+    if not cached:
+        row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
         src = acc
-        if rounds == 0 and cached:
-            geometric_pivots(piv, lo, s)
-            src = cache
-        else:
-            if hi == INF:
-                geometric_pivots(piv, lo, s)
-            else:
-                even_pivots(piv, lo, hi)
-            row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
-        nb = src[A_N]
-        dmin = src[A_DMIN]
-        if rounds == 0 and (nb == 0.0 or not target_below(kind, nb, src[A_G], src[A_Q], a, b, c, mk)):
-            return False, 0.0, 0, False
-        if nb <= cap or dmin == src[A_DMAX]:
+    nb = src[A_N]
+    if nb == 0.0 or not target_below(kind, nb, src[A_G], src[A_Q], a, b, c, mk):
+        return False, 0.0, 0, False
+    tie = src[A_DMIN] == src[A_DMAX]
+    for _ in range(MAX_ROUNDS):
+        if nb <= limit or tie:
             break
+        # narrow to the pivot interval holding the target; its count comes with the pivot sums
         hit = npiv
         for j in range(npiv):
             k = A_PIV + 3 * j
             if target_below(kind, bc + src[k], bg + src[k + 1], bq + src[k + 2], a, b, c, mk):
                 hit = j
                 break
-        if hit < npiv:
-            hi = piv[hit]
+        below = 0.0
         if hit > 0:
             k = A_PIV + 3 * (hit - 1)
+            below = src[k]
             bc += src[k]
             bg += src[k + 1]
             bq += src[k + 2]
             lo = piv[hit - 1]
-    if nb <= cap:
+        if hit < npiv:
+            hi = piv[hit]
+            nb = src[A_PIV + 3 * hit] - below
+        else:
+            nb = nb - below
+        if nb <= limit:
+            break
+        if hi == INF:
+            geometric_pivots(piv, lo, s)
+        else:
+            even_pivots(piv, lo, hi)
+        row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
+        src = acc
+        tie = src[A_DMIN] == src[A_DMAX]
+    if not tie or nb <= limit:
         n = row_gather(z, m, dt, ilo, ihi, lo, hi, ws)
         j = walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk)
         if j < 0:  # rounding put the target past the bracket: keep the bracket
             return True, cand_d[n - 1], cand_i[n - 1], True
         return True, cand_d[j], cand_i[j], is_inclusive(kind)
+    dmin = src[A_DMIN]
     position, inclusive = tie_walk(nb, s * dmin, kind, bc, bg, bq, a, b, c, mk)
     return True, dmin, row_nth_tied(z, m, dt, ilo, ihi, dmin, position, ws), inclusive
+
+
+def as_float32(value):
+    return np.float64(np.float32(value))
 
 
 def cut_prefix(dt, ilo, ihi, d_target, i_target, inclusive):
@@ -305,11 +328,13 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
             else:
                 t = hapo_temperature(h, p[0], p[1], p[2], p[3], p[4], p[5], p[6])
         if t >= 0.0:
+            if mode & FLOAT32_PARAMS:  # as the reference divides float32 logits by float32(T)
+                t = as_float32(t)
             tel[FIXED + 2 * j] = t
             t_total *= t
             cached = False
-            if t > 0.0:
-                s = s / t
+            if t >= MIN_TEMPERATURE:
+                s = min(s / t, MAX_SCALE)
             else:  # greedy: the first most likely kept token
                 first = row_nth_tied(z, m, dt, ilo, ihi, 0.0, 0.0, ws)
                 dt = 0.0
@@ -336,12 +361,13 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
             n = cache[A_N]
             g = cache[A_G]
             h = entropy_of(g, cache[A_Q])
+            epsilon = as_float32(p[0]) if mode & FLOAT32_PARAMS else p[0]
             if op == EPSILON:
-                if p[0] > 0.0:
-                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(p[0]) - math.log(g), mk, True, ws)
+                if epsilon > 0.0:
+                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(epsilon) - math.log(g), mk, True, ws)
             elif op == ETA:
-                if p[0] > 0.0:
-                    eta = min(p[0], math.sqrt(p[0]) * math.exp(-h))
+                if epsilon > 0.0:
+                    eta = min(epsilon, math.sqrt(epsilon) * math.exp(-h))
                     dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(eta) - math.log(g), mk, True, ws)
             elif op == TOP_N_SIGMA:
                 mean = cache[A_SX] / n
@@ -349,16 +375,18 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, p[0] * sigma, mk, True, ws)
             elif op == TOP_P:
                 dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_TOP_P, p[0] * g, 0.0, 0.0, mk, cached, ws)
-            elif op == TOP_H:
+            else:  # Top-H: tokens of zero probability are never kept (float32 zero for transformers' rule)
                 log_g = math.log(g)
-                if s * cache[A_DMAX] + log_g >= ZERO_LOG_F64:  # tokens of zero probability are never kept
-                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, ZERO_LOG_F64 - log_g, mk, False, ws)
+                zero_log = ZERO_LOG_F64 if op == TOP_H else ZERO_LOG_F32
+                if s * cache[A_DMAX] + log_g >= zero_log:
+                    dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, zero_log - log_g, mk, False, ws)
                     cached = cached and not changed
-                bound = p[0] * h if p[0] < 1.0 else INF
-                dt, ilo, ihi, cut = keep_prefix(z, m, s, dt, ilo, ihi, K_TOP_H, bound, 0.0, 0.0, mk, cached, ws)
+                if op == TOP_H:
+                    bound = p[0] * h if p[0] < 1.0 else INF
+                    dt, ilo, ihi, cut = keep_prefix(z, m, s, dt, ilo, ihi, K_TOP_H, bound, 0.0, 0.0, mk, cached, ws)
+                else:
+                    dt, ilo, ihi, cut = keep_prefix(z, m, s, dt, ilo, ihi, K_HF, p[0] * h, log_g, g, mk, cached, ws)
                 changed = changed or cut
-            elif op == TOP_H_HF:
-                dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_HF, p[0] * h, math.log(g), g, mk, cached, ws)
         if changed:
             cached = False
     tel[T_TEMPERATURE] = t_total

@@ -223,3 +223,17 @@ def test_temperature_telemetry(tiny_model):
     for row in out.telemetry:
         expected = [1.5 * 0.8 ** (0.5 / h) for h in row.entropy_before]
         assert row.temperature == pytest.approx(expected, rel=1e-4)
+
+
+def test_n_samples_share_the_prefill_and_equal_separate_runs(tiny_model):
+    model, tok = tiny_model
+    sampler = [Temperature(1.3), TopH(0.8)]
+    out = generate(model, tok, ["hello there", "x"], sampler=sampler, max_new_tokens=12, seed=[5, 9], n=3, ignore_eos=True)
+    assert len(out.texts) == 6 and out.seeds == [5, 6, 7, 9, 10, 11]
+    for row, (prompt, seed) in enumerate([("hello there", s) for s in (5, 6, 7)] + [("x", s) for s in (9, 10, 11)]):
+        alone = generate(model, tok, prompt, sampler=sampler, max_new_tokens=12, seed=seed, ignore_eos=True)
+        assert out.token_ids[row] == alone.token_ids[0]
+    assert len({tuple(ids) for ids in out.token_ids[:3]}) == 3  # the samples differ
+    assert out.prompt_tokens[:3] == [len(tok("hello there")["input_ids"])] * 3
+    with pytest.raises(ValueError, match="`n` must be an integer >= 1, got 0"):
+        generate(model, tok, "hi", n=0)

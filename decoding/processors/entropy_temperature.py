@@ -138,6 +138,11 @@ class EntropyTemperature(LogitsProcessor):
         self._history: list[list[float]] = []
         self._last_length: int | None = None
 
+    def select_rows(self, keep: list[int]) -> None:
+        """Keep only the windows of the rows at positions ``keep`` (finished rows left the batch)."""
+        if len(self._history) > max(keep, default=-1):
+            self._history = [self._history[k] for k in keep]
+
     def set_statistics(self, entropies: torch.Tensor | None) -> None:
         """Fix HAPO's statistics from outside (e.g. every token entropy of the previous rollout batch);
         ``None`` returns to the per-row rolling windows."""

@@ -21,13 +21,14 @@ def apply_temperature(scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     safe_t = torch.where(t > 0, t, torch.ones_like(t))
     heated = work / safe_t
     finite = work.isfinite()
-    overflow = (finite & ~heated.isfinite()).any(dim=-1, keepdim=True)
+    limit = torch.finfo(scores.dtype).max
+    # beyond the *output* dtype's range counts too: fp16/bf16 overflow long before float32 does
+    overflow = (finite & ~(heated.abs() <= limit)).any(dim=-1, keepdim=True)
     if bool(overflow.any()):
         # A tiny T overflows z/T; z/T − z_max/T is the same distribution and cannot overflow upwards.
         shifted = (work - work.amax(dim=-1, keepdim=True)) / safe_t
         heated = torch.where(overflow, shifted, heated)
-    # Saturate what is left beyond the output dtype's range (large negatives, fp16/bf16 outputs).
-    limit = torch.finfo(scores.dtype).max
+    # Saturate what is left beyond the output dtype's range (large negatives).
     heated = torch.where(finite, heated.clamp(-limit, limit), heated)
     greedy = t == 0
     if bool(greedy.any()):

@@ -1,0 +1,306 @@
+"""The Numba CPU kernels against the torch reference: exact kept sets (boundary-rounding cases are
+counted and may be skipped), the fused draw against the reference draw, telemetry, generate()
+token for token, and the CUDA kernels through Numba's simulator in a subprocess."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from entrodec.decoding import (
+    EntropyTemperature,
+    EpsilonCutoff,
+    EtaCutoff,
+    MinP,
+    SamplerChain,
+    Temperature,
+    TopH,
+    TopK,
+    TopNSigma,
+    TopP,
+    Typical,
+    generate,
+)
+from entrodec.decoding.draw import race_draw, step_keys, token_uniforms
+from entrodec.decoding.entropy import entropy
+from entrodec.decoding.telemetry import measure_step
+from entrodec.kernels import backend_for, use_kernels
+
+from strategies import logit_rows
+from test_processors_parity import paper_algorithm_1
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NEAR: dict[str, list[int]] = {}  # rule -> [cases where kernel and reference differed at a boundary, total]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _tally(name: str, near: bool) -> None:
+    counts = NEAR.setdefault(name, [0, 0])
+    counts[0] += int(near)
+    counts[1] += 1
+
+
+def _probs(z: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(z)
+    w = np.where(finite, np.exp(np.where(finite, z - z[finite].max(), 0.0)), 0.0)
+    return w / w.sum()
+
+
+def _descending(z: np.ndarray) -> np.ndarray:
+    return np.argsort(-np.where(np.isfinite(z), z, -np.inf), kind="stable")
+
+
+# Near-boundary tests, per rule, on one float64 row: the reference works in float32 where the kernel
+# works in float64, so a token within rounding of the rule's threshold may land on either side.
+def _near_min_p(z, p):
+    finite = np.isfinite(z)
+    gap = z - z[finite].max() - math.log(p)
+    return bool((finite & (np.abs(gap) < 2e-6 * (1 + np.abs(z)))).any())
+
+
+def _near_top_p(z, p):
+    order = _descending(z)
+    probs = _probs(z)[order]
+    before = np.cumsum(probs) - probs
+    return bool((np.abs(before - p) < 1e-5).any())
+
+
+def _near_top_h_paper(z, alpha):
+    # tokens whose probability underflows to 0 tie in the reference's probability order (ties by id),
+    # while the kernel orders them by logit: min_tokens_to_keep may pick different ones among them
+    underflow = bool((np.isfinite(z) & (_probs(z) == 0)).any())
+    return paper_algorithm_1(z, alpha)[1] < 1e-9 or underflow
+
+
+def _near_top_h_hf(z, alpha):
+    finite = np.isfinite(z)
+    order = _descending(z)[: min(100, len(z))]
+    top = z[order]
+    top_finite = np.isfinite(top)
+    q = np.where(top_finite, np.exp(np.where(top_finite, top - top[top_finite].max(), 0.0)), 0.0)
+    log_g = math.log(q.sum())
+    q = q / q.sum()
+    terms = np.where(q > 0, -q * np.log(np.where(q > 0, q, 1.0)), 0.0)
+    tau = alpha * terms.sum()
+    x = np.where(top_finite, top[top_finite].max() - top, np.inf)
+    underflow = np.abs(x + log_g - 150 * math.log(2)) < 1e-3
+    # the float32 reference loses ~1e-6 nats on the head's -q ln q when q is within 1e-6 of 1
+    margin = 1e-5 * tau + 2e-6
+    return bool((np.abs(np.cumsum(terms) - tau) < margin).any() or underflow.any())
+
+
+def _near_epsilon(z, eps):
+    p = _probs(z)
+    return bool((np.abs(p - eps) < 1e-5 * eps).any())
+
+
+def _near_eta(z, eps):
+    p = _probs(z)
+    h = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0))
+    eta = min(eps, math.sqrt(eps) * math.exp(-h))
+    return bool((np.abs(p - eta) < 1e-5 * eta).any())
+
+
+def _near_top_n_sigma(z, n):
+    finite = np.isfinite(z)
+    sigma = z[finite].std()
+    threshold = z[finite].max() - n * sigma
+    return bool((finite & (np.abs(z - threshold) < 1e-6 * (1 + np.abs(z)))).any())
+
+
+TRUNCATIONS = {
+    "top_k": (TopK, st.integers(0, 8), None),
+    "top_p": (TopP, st.floats(0.0, 1.0), _near_top_p),
+    "min_p": (MinP, st.floats(0.0, 1.0), _near_min_p),
+    "epsilon": (EpsilonCutoff, st.floats(0.0, 0.99), _near_epsilon),
+    "eta": (EtaCutoff, st.floats(0.0, 0.99), _near_eta),
+    "top_n_sigma": (TopNSigma, st.floats(0.0, 5.0), _near_top_n_sigma),
+    "top_h_paper": (lambda a, **kw: TopH(a, rule="paper", **kw), st.floats(0.01, 1.0), _near_top_h_paper),
+    "top_h_hf": (lambda a, **kw: TopH(a, rule="hf", **kw), st.floats(0.01, 1.0), _near_top_h_hf),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRUNCATIONS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(data=st.data())
+def test_truncation_kernel_equals_reference(name, dtype, data):
+    make, values, near = TRUNCATIONS[name]
+    scores = data.draw(logit_rows(max_vocab=64)).clamp(min=-6e4, max=6e4).to(dtype)
+    value = data.draw(values)
+    keep = data.draw(st.integers(1, 3))
+    processor = make(value, min_tokens_to_keep=keep)
+    with use_kernels(False):
+        reference = processor(None, scores)
+    fused = processor(None, scores)
+    assert fused.dtype == dtype
+    same = torch.equal(torch.isfinite(fused), torch.isfinite(reference))
+    _tally(name, not same)
+    if not same:  # only a rounding case at the rule's boundary may differ, and rarely (counted)
+        rows = scores.float().double().numpy()
+        assert near is not None and any(near(row, value) for row in rows if value > 0), \
+            f"{name}={value}, min_tokens_to_keep={keep}"
+    kept = torch.isfinite(fused)
+    assert torch.equal(fused[kept], scores[kept]), "a kept logit changed"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(scores=logit_rows(), t=st.sampled_from([0.0, 1e-3, 0.3, 0.7, 1.0, 1.5, 3.0, 40.0]))
+def test_temperature_kernel_equals_reference(dtype, scores, t):
+    scores = scores.clamp(min=-6e4, max=6e4).to(dtype)
+    with use_kernels(False):
+        reference = Temperature(t)(None, scores)
+    fused = Temperature(t)(None, scores)
+    assert torch.equal(torch.isfinite(fused), torch.isfinite(reference))
+    kept = torch.isfinite(fused)
+    tolerance = 3e-7 if dtype == torch.float32 else 1e-2
+    # the same distribution (a shifted row is the same one) and, mostly, the same values
+    shift = lambda x: (x.double() - x.double().amax(-1, keepdim=True))[kept]  # noqa: E731
+    assert torch.allclose(shift(fused), shift(reference), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("kind", ["dynatemp", "edt", "hapo"])
+@SETTINGS
+@given(scores=logit_rows(), t0=st.floats(0.0, 3.0))
+def test_entropy_temperature_kernel_equals_reference(kind, scores, t0):
+    args = dict(kind=kind, temperature=t0, dynatemp_range=0.5, theta=0.3)
+    reference_processor = EntropyTemperature(**args)
+    fused_processor = EntropyTemperature(**args)
+    for step in range(3):  # HAPO's windows fill over the steps
+        ids = torch.zeros(scores.shape[0], 5 + step, dtype=torch.long)
+        with use_kernels(False):
+            reference = reference_processor(ids, scores)
+        fused = fused_processor(ids, scores)
+        # the kernel's entropy (ln G + Q/G over the row) is exact to ~1e-15 nats, not relative to a tiny
+        # entropy: a near-certain row's temperature may differ more than rounding
+        certain = bool((entropy(scores) < 1e-6).any())
+        rtol = 1e-3 if certain else 1e-6
+        assert torch.allclose(fused_processor.last_temperature, reference_processor.last_temperature, rtol=rtol)
+        assert torch.equal(torch.isfinite(fused), torch.isfinite(reference))
+        kept = torch.isfinite(fused)
+        assert torch.allclose(fused[kept], reference[kept], rtol=max(rtol, 1e-5), atol=1e-5)
+        scores = scores.roll(1, dims=-1)
+
+
+CHAINS = {
+    "T=2, top-k 5": lambda: [Temperature(2.0), TopK(5)],
+    "T=0.5, Top-H 0.6": lambda: [Temperature(0.5), TopH(0.6)],
+    "Top-H hf 0.4": lambda: [TopH(0.4, rule="hf")],
+    "top-k 8, top-p 0.9, min-p 0.05, T=0.8": lambda: [TopK(8), TopP(0.9), MinP(0.05), Temperature(0.8)],
+    "EDT, Top-H 0.5": lambda: [EntropyTemperature("edt", temperature=1.2, theta=0.2), TopH(0.5)],
+    "T=0 then top-p": lambda: [Temperature(0.0), TopP(0.5)],
+    "eta, top-n-sigma": lambda: [EtaCutoff(0.02), TopNSigma(1.0)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scores=logit_rows(max_vocab=200), seed=st.integers(0, 2**40), step=st.integers(0, 1000))
+def test_fused_draw_and_telemetry_equal_the_reference_on_the_same_logits(name, scores, seed, step):
+    chain = SamplerChain(CHAINS[name]())
+    processed = chain(None, scores)  # the fused kernel's processed logits
+    seeds = torch.arange(scores.shape[0]) + seed
+    drawn = chain.sample(None, scores, seeds=seeds, steps=step)
+    expected = race_draw(processed, seeds, step)
+    # the race may only disagree where two scores tie to within rounding
+    keys = step_keys(seeds, torch.full_like(seeds, step))
+    ids = torch.arange(scores.shape[1]).expand_as(scores)
+    race = torch.where(torch.isfinite(processed), processed.double() - torch.log(-torch.log(
+        token_uniforms(keys[:, None].expand_as(scores), ids))), -torch.inf)
+    top2 = race.topk(min(2, scores.shape[1]), dim=-1).values
+    tight = (top2[:, 0] - top2[:, -1]).abs() < 1e-9 * (1 + top2[:, 0].abs())
+    if scores.shape[1] == 1:
+        tight[:] = False
+    assert torch.equal(drawn.tokens[~tight], expected[~tight])
+    reference = measure_step(scores, processed, drawn.tokens, chain.applied_temperature(scores.shape[0]))
+    t = drawn.telemetry
+    assert torch.equal(t.kept, reference.kept)
+    for field in ("entropy_before", "entropy_after", "logprob_before", "logprob_after", "temperature"):
+        assert torch.allclose(getattr(t, field), getattr(reference, field), rtol=1e-4, atol=1e-4), field
+
+
+def test_kernels_are_used_and_can_be_switched_off():
+    scores = torch.randn(2, 10)
+    assert backend_for(scores) == "cpu"
+    assert backend_for(scores.long()) is None and backend_for(torch.randn(10)) is None
+    chain = SamplerChain([Temperature(1.5), TopH(0.4)])
+    with use_kernels(False):
+        assert chain.sample(None, scores, seeds=0).telemetry.kept.dtype == torch.int64  # the torch path runs
+    with use_kernels(True):
+        # Typical has no kernel: the chain falls back to processor-by-processor, the others fused
+        mixed = SamplerChain([Temperature(1.5), Typical(0.9)])
+        assert torch.equal(mixed(None, scores), Typical(0.9)(None, Temperature(1.5)(None, scores)))
+
+
+def test_all_masked_row_is_reported_not_drawn():
+    scores = torch.full((2, 6), -torch.inf)
+    scores[0, 3] = 1.0
+    drawn = SamplerChain([TopP(0.9)]).sample(None, scores, seeds=[0, 1])
+    assert int(drawn.tokens[0]) == 3
+    assert math.isinf(float(drawn.telemetry.logprob_after[1]))  # generate() turns this into an error
+
+
+def test_tie_groups_larger_than_the_sort_window():
+    """A row with thousands of tokens tied at the boundary goes through the tie path: the lowest ids
+    of the tie survive, as in the reference."""
+    scores = torch.zeros(1, 5000)
+    scores[0, :3] = 5.0
+    for processor in (TopK(700), TopP(0.5), TopH(0.9), TopH(0.4, rule="hf")):
+        with use_kernels(False):
+            reference = torch.isfinite(processor(None, scores))
+        assert torch.equal(torch.isfinite(processor(None, scores)), reference), processor
+
+
+@pytest.mark.parametrize("sampler", [
+    lambda: [Temperature(1.3), TopH(0.6)],
+    lambda: [Temperature(1.0), MinP(0.05)],
+    lambda: [Temperature(0.9), TopP(0.9)],
+    lambda: [EntropyTemperature("edt", temperature=1.5, theta=0.4)],
+    lambda: [EntropyTemperature("hapo", temperature=1.2, tau=0.3, window=8), TopK(50)],
+    lambda: "llama",
+], ids=["top_h", "min_p", "top_p", "edt", "hapo", "llama_preset"])
+def test_generate_is_token_for_token_the_same_with_and_without_kernels(tiny_model, sampler):
+    model, tok = tiny_model
+    prompts = ["hello there", "a longer prompt that needs padding", "x"]
+    fused = generate(model, tok, prompts, sampler=sampler(), max_new_tokens=24, seed=[3, 4, 5], ignore_eos=True)
+    with use_kernels(False):
+        reference = generate(model, tok, prompts, sampler=sampler(), max_new_tokens=24, seed=[3, 4, 5], ignore_eos=True)
+    assert fused.token_ids == reference.token_ids
+    for a, b in zip(fused.telemetry, reference.telemetry):
+        assert a.kept == b.kept
+        assert np.allclose(a.entropy_before, b.entropy_before, rtol=1e-4)
+        assert np.allclose(a.temperature, b.temperature, rtol=1e-5)
+
+
+def test_kernel_compilation_is_cached_on_disk():
+    """A fresh process loads the compiled CPU kernel from Numba's on-disk cache instead of compiling it."""
+    code = ("import torch; from entrodec.decoding import TopH; from entrodec.kernels.cpu import COMPILED; "
+            "TopH(0.4)(None, torch.randn(2, 50)); print(sum(COMPILED['run_chain'].stats.cache_hits.values()))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True) for _ in range(2)]
+    assert int(runs[1].stdout) >= 1, [r.stdout + r.stderr for r in runs]
+
+
+def test_boundary_differences_are_rare():
+    for name, (differed, total) in NEAR.items():
+        assert total > 0
+        assert differed / total < 0.05, f"{name}: kernel and reference differed in {differed} of {total} cases"
+
+
+@pytest.mark.slow
+def test_cuda_kernels_under_the_simulator():
+    """tests/test_kernels_cuda.py in Numba's CUDA simulator (CI has no GPU): the same kernel source
+    that runs on the device."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    tests = Path(__file__).parent / "test_kernels_cuda.py"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", str(tests)],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout.splitlines()[-1]
