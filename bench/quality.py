@@ -40,6 +40,7 @@ import entrodec.kernels  # noqa: E402
 from entrodec.decoding import (  # noqa: E402
     EntropyTemperature,
     MinP,
+    RowSamplers,
     SamplerChain,
     Temperature,
     TopH,
@@ -49,6 +50,7 @@ from entrodec.decoding import (  # noqa: E402
 )
 
 SYSTEM = "Answer the question briefly."
+ANSWER_TOKENS = 10  # enough for "The capital of France is Paris."
 SAMPLERS: dict[str, Callable[[float], list]] = {
     "top-p 0.9": lambda t: [Temperature(t), TopP(0.9)],
     "min-p 0.1": lambda t: [Temperature(t), MinP(0.1)],
@@ -85,7 +87,7 @@ def batches(items: list, size: int):
 def keep_greedy_correct(model, tok, questions, batch: int) -> list[tuple[str, str]]:
     kept = []
     for _, chunk in tqdm(list(batches(questions, batch)), desc="greedy filter", unit="batch"):
-        out = generate(model, tok, [conversation(q) for q, _ in chunk], max_new_tokens=12, stop="\n")
+        out = generate(model, tok, [conversation(q) for q, _ in chunk], max_new_tokens=ANSWER_TOKENS, stop="\n")
         kept += [(q, a) for (q, a), text in zip(chunk, out.texts) if is_correct(q, text, a)]
     return kept
 
@@ -96,21 +98,38 @@ def bootstrap_interval(per_question: np.ndarray, rounds: int = 2000, seed: int =
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def run_questions(model, tok, questions, sampler_name, temperature, samples, batch, bar) -> dict:
-    correct = np.zeros(len(questions))
-    kept, entropy = [], []
+def row_samplers(temperature: float, per_sampler: int) -> tuple[dict[str, list], list[str]]:
+    """Every sampler's processors at ``temperature``, and the sampler of each of a prompt's samples
+    (``per_sampler`` consecutive samples each)."""
+    chains = {name: make(temperature) for name, make in SAMPLERS.items()}
+    names = [name for name in SAMPLERS for _ in range(per_sampler)]
+    return chains, names
+
+
+def run_questions(model, tok, questions, temperature, samples, batch, bar) -> dict[str, dict]:
+    """Every sampler answers every question ``samples`` times; one generate() call per batch of
+    questions, so the model reads each question once for all samplers."""
+    chains, names = row_samplers(temperature, samples)
+    per_prompt = len(names)
+    correct = {name: np.zeros(len(questions)) for name in SAMPLERS}
+    kept = {name: [] for name in SAMPLERS}
     for start, chunk in batches(questions, batch):
-        out = generate(model, tok, [conversation(q) for q, _ in chunk], sampler=SAMPLERS[sampler_name](temperature),
-                       max_new_tokens=12, stop="\n", seed=[1000 + (start + i) * samples for i in range(len(chunk))], n=samples)
+        sampler = RowSamplers([chains[name] for _ in chunk for name in names])
+        out = generate(model, tok, [conversation(q) for q, _ in chunk], sampler=sampler, max_new_tokens=ANSWER_TOKENS, stop="\n",
+                       seed=[1000 + (start + i) * per_prompt for i in range(len(chunk))], n=per_prompt)
         for row, text in enumerate(out.texts):
-            question, answers = chunk[row // samples]
-            correct[start + row // samples] += is_correct(question, text, answers)
-        kept += [k for t in out.telemetry for k in t.kept]
-        entropy += [h for t in out.telemetry for h in t.entropy_before]
+            question, answers = chunk[row // per_prompt]
+            name = names[row % per_prompt]
+            correct[name][start + row // per_prompt] += is_correct(question, text, answers)
+            kept[name] += out.telemetry[row].kept
         bar.update(1)
-    per_question = correct / samples
-    low, high = bootstrap_interval(per_question)
-    return dict(accuracy=float(per_question.mean()), ci_low=low, ci_high=high, mean_kept=float(np.mean(kept)))
+    results = {}
+    for name in SAMPLERS:
+        per_question = correct[name] / samples
+        low, high = bootstrap_interval(per_question)
+        results[name] = dict(accuracy=float(per_question.mean()), ci_low=low, ci_high=high,
+                             mean_kept=float(np.mean(kept[name])))
+    return results
 
 
 def distinct(texts: list[str], n: int) -> float:
@@ -128,19 +147,34 @@ def pairwise_overlap(texts: list[str]) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-def run_creative(model, tok, prompts, sampler_name, temperature, samples, tokens) -> dict:
-    out = generate(model, tok, prompts, sampler=SAMPLERS[sampler_name](temperature), max_new_tokens=tokens,
-                   chat=True, seed=7, n=samples)
-    groups = [out.texts[i * samples:(i + 1) * samples] for i in range(len(prompts))]
-    logp = [x for t in out.telemetry for x in t.logprob_before]
-    return dict(
-        distinct_1=float(np.mean([distinct(g, 1) for g in groups])),
-        distinct_2=float(np.mean([distinct(g, 2) for g in groups])),
-        overlap=float(np.mean([pairwise_overlap(g) for g in groups])),
-        mean_kept=float(np.mean([k for t in out.telemetry for k in t.kept])),
-        loglik_per_token=float(np.mean(logp)),
-        example=out.texts[0],
-    )
+def run_creative(model, tok, prompts, temperature, samples, tokens, batch, bar) -> dict[str, dict]:
+    chains, names = row_samplers(temperature, samples)
+    per_prompt = len(names)
+    texts = {name: [] for name in SAMPLERS}
+    kept = {name: [] for name in SAMPLERS}
+    loglik = {name: [] for name in SAMPLERS}
+    for start, chunk in batches(prompts, batch):
+        sampler = RowSamplers([chains[name] for _ in chunk for name in names])
+        out = generate(model, tok, chunk, sampler=sampler, max_new_tokens=tokens, chat=True,
+                       seed=[7 + (start + i) * per_prompt for i in range(len(chunk))], n=per_prompt)
+        for row, text in enumerate(out.texts):
+            name = names[row % per_prompt]
+            texts[name].append(text)
+            kept[name] += out.telemetry[row].kept
+            loglik[name] += out.telemetry[row].logprob_before
+        bar.update(1)
+    results = {}
+    for name in SAMPLERS:
+        groups = [texts[name][i * samples:(i + 1) * samples] for i in range(len(prompts))]
+        results[name] = dict(
+            distinct_1=float(np.mean([distinct(g, 1) for g in groups])),
+            distinct_2=float(np.mean([distinct(g, 2) for g in groups])),
+            overlap=float(np.mean([pairwise_overlap(g) for g in groups])),
+            mean_kept=float(np.mean(kept[name])),
+            loglik_per_token=float(np.mean(loglik[name])),
+            example=texts[name][0],
+        )
+    return results
 
 
 def quality(args) -> None:
@@ -155,22 +189,24 @@ def quality(args) -> None:
     prompts = CREATIVE[:8] if args.quick else CREATIVE
     samples = 3 if args.quick else args.samples
     creative_samples = 3 if args.quick else 4
-    creative_tokens = 24 if args.quick else 40
+    creative_tokens = 24 if args.quick else 32
     results = []
-    steps = len(SAMPLERS) * len(temperatures) * (-(-len(questions) // args.batch) + 1)
-    with tqdm(total=steps, desc="samplers x temperatures", unit="batch") as bar:
-        for name in SAMPLERS:
-            for t in temperatures:
-                bar.set_postfix_str(f"{name} T={t}")
-                row = dict(sampler=name, temperature=t)
-                row |= run_questions(model, tok, questions, name, t, samples, args.batch, bar)
-                creative = run_creative(model, tok, prompts, name, t, creative_samples, creative_tokens)
-                row |= {f"creative_{k}": v for k, v in creative.items()}
-                bar.update(1)
+    question_batches = -(-len(questions) // args.batch)
+    prompt_batches = -(-len(prompts) // args.creative_batch)
+    with tqdm(total=len(temperatures) * (question_batches + prompt_batches), desc="temperatures x batches",
+              unit="batch") as bar:
+        for t in temperatures:
+            bar.set_postfix_str(f"T={t}")
+            answers = run_questions(model, tok, questions, t, samples, args.batch, bar)
+            creative = run_creative(model, tok, prompts, t, creative_samples, creative_tokens, args.creative_batch, bar)
+            for name in SAMPLERS:
+                row = dict(sampler=name, temperature=t) | answers[name]
+                row |= {f"creative_{k}": v for k, v in creative[name].items()}
                 results.append(row)
                 tqdm.write(f"{name:18s} T={t:3.1f}  accuracy {row['accuracy']:.3f} "
                            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  kept {row['mean_kept']:.1f}  "
                            f"distinct-2 {row['creative_distinct_2']:.3f}  loglik {row['creative_loglik_per_token']:.2f}")
+    results.sort(key=lambda r: (list(SAMPLERS).index(r["sampler"]), r["temperature"]))
     summary = dict(
         questions_written=len(pool), questions_kept=len(questions), samples_per_question=samples,
         creative_prompts=len(prompts), creative_samples=creative_samples, creative_tokens=creative_tokens,
@@ -280,7 +316,8 @@ def main() -> None:
     parser.add_argument("mode", nargs="?", choices=["quality", "overhead"], default="quality")
     parser.add_argument("--quick", action="store_true", help="fewer questions, temperatures and samples")
     parser.add_argument("--samples", type=int, default=5, help="samples per question and sampler")
-    parser.add_argument("--batch", type=int, default=48, help="questions per generate() call")
+    parser.add_argument("--batch", type=int, default=16, help="questions per generate() call (x 7 samplers x samples rows)")
+    parser.add_argument("--creative-batch", type=int, default=10, help="creative prompts per generate() call")
     parser.add_argument("--overhead-batch", type=int, default=8)
     parser.add_argument("--overhead-tokens", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")

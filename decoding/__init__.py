@@ -13,10 +13,11 @@ from .loading import ModelNotFoundError, load_model
 from .presets import available_presets, chain_from_config, chain_from_yaml, load_preset
 from .processors import EntropyTemperature, EpsilonCutoff, EtaCutoff, MinP, Temperature, TopH, TopK, TopNSigma, TopP, Typical
 from .result import GenerationResult, RowTelemetry, StreamEvent
+from .row_samplers import RowSamplers
 
 __all__ = [
     "load_model", "ModelNotFoundError", "generate", "GenerationStream", "GenerationResult", "RowTelemetry",
-    "StreamEvent", "SamplerChain", "Temperature", "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff",
+    "StreamEvent", "SamplerChain", "RowSamplers", "Temperature", "TopK", "TopP", "MinP", "Typical", "EpsilonCutoff",
     "EtaCutoff", "TopNSigma", "TopH", "EntropyTemperature", "available_presets", "load_preset", "chain_from_config",
     "chain_from_yaml", "entropy",
 ]

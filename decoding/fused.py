@@ -33,6 +33,13 @@ class Draw(NamedTuple):
     telemetry: StepTelemetry
 
 
+def kernel_program(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> tuple[list[int], torch.Tensor] | None:
+    """The kernel program of ``processors`` for ``scores``: op codes and per-row parameters (float64
+    ``[batch, n_ops, SLOTS]``), or ``None`` when the kernels cannot run them."""
+    ops = _kernel_ops(processors, input_ids, scores)
+    return None if ops is None else ([op.code for op in ops], _params(ops, scores.shape[0]))
+
+
 def _kernel_ops(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> list[KernelOp] | None:
     if not processors or not kernels.enabled() or kernels.backend_for(scores) is None:
         return None
@@ -56,10 +63,10 @@ def _params(ops: Sequence[KernelOp], batch: int) -> torch.Tensor:
 
 
 def _run(processors, input_ids, scores, mode, seeds=None, steps=None):
-    ops = _kernel_ops(processors, input_ids, scores)
-    if ops is None:
+    compiled = kernel_program(processors, input_ids, scores)
+    if compiled is None:
         return None
-    out, tel = kernels.run_program(scores, [op.code for op in ops], _params(ops, scores.shape[0]), mode, seeds, steps)
+    out, tel = kernels.run_program(scores, *compiled, mode, seeds, steps)
     tel = tel.cpu()
     for index, processor in enumerate(processors):
         after = getattr(processor, "after_kernel", None)

@@ -14,6 +14,7 @@ from .draw import as_seed_tensor
 from .fused import Draw, greedy_draw
 from .prompts import Prompt, encode_prompt, left_pad, normalise_prompts, position_ids
 from .result import GenerationResult, RowTelemetry, StreamEvent
+from .row_samplers import RowSamplers
 from .sampler_spec import SamplerSpec, resolve_sampler
 from .telemetry import StepTelemetry
 from .text_stream import IncrementalDetokenizer, find_stop, held_back
@@ -125,8 +126,8 @@ def generate(
         tokenizer: its tokenizer.
         prompts: a string, a chat conversation (list of ``{"role", "content"}``), or a list of those.
             Conversations go through the tokenizer's chat template; strings are raw text unless ``chat``.
-        sampler: ``None`` (greedy), a list of processors, a :class:`SamplerChain`, or a preset name
-            such as ``"creative"``.
+        sampler: ``None`` (greedy), a list of processors, a :class:`SamplerChain`, a preset name such
+            as ``"creative"``, or :class:`RowSamplers` (one sampler per row, ``len(prompts) · n`` of them).
         max_new_tokens: at most this many new tokens per prompt (``>= 1``).
         stop: string(s) that end a row when they appear; they are cut from the text.
         seed: an int for every prompt, one int per prompt, or ``None`` (drawn from torch's global RNG). A
@@ -153,6 +154,8 @@ def generate(
     chain = resolve_sampler(sampler)
     stops = _check_stop(stop)
     seeds = [s + j for s in _check_seeds(seed, len(rows)) for j in range(n)]
+    if isinstance(chain, RowSamplers) and len(chain) != len(seeds):
+        raise ValueError(f"RowSamplers holds {len(chain)} samplers for {len(seeds)} rows (prompts × n)")
     encoded = [encode_prompt(tokenizer, p, chat) for p in rows]
     for position, ids in enumerate(encoded):
         if not ids:

@@ -37,8 +37,11 @@ EXP_LIMIT = 700.0  # e^-700 ≈ 1e-304: beyond it a token adds nothing a float64
 TMP_D, TMP_I = 5, 6                         # gather scratch
 GAPS, XS, ES, SCALES, IDS = 7, 8, 9, 10, 11  # one chunk's stages (ids as float64, exact)
 HIST = 12                                   # per-pivot sums
-LIST_D, LIST_I, LIST_META = 13, 14, 15      # the tokens of the last narrowed bracket, and what it was
-META_VALID, META_DT, META_ILO, META_IHI, META_LO, META_HI, META_COUNT = 0, 1, 2, 3, 4, 5, 6
+LIST_D, LIST_I, LIST_E, LIST_META = 13, 14, 15, 16
+# The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
+# it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
+# of the row and skip the exponentials: the whole chain computes them about once.
+META_VALID, META_TOP, META_SCALE, META_COUNT = 0, 1, 2, 3
 
 
 def chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs):
@@ -55,8 +58,8 @@ def chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs):
     return inside_count
 
 
-def chunk_from_list(list_d, list_i, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, ids):
-    """The same for entries ``start...`` of a recorded bracket list (whose ids go to ``ids``)."""
+def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, ids):
+    """The same for entries ``start...`` of the token list, with their recorded ``e^-x``."""
     inside_count = 0
     for j in range(count):
         d = list_d[start + j]
@@ -65,6 +68,7 @@ def chunk_from_list(list_d, list_i, start, count, s, dt, ilo, ihi, lo, hi, gaps,
         gaps[j] = d
         ids[j] = i
         xs[j] = s * d if inside else math.inf
+        es[j] = list_e[start + j] if inside else 0.0
         inside_count += 1 if inside else 0
     return inside_count
 
@@ -130,15 +134,52 @@ def chunk_pivots(gaps, xs, es, count, piv, hist):
         hist[3 * k + 2] += q
 
 
-def list_covers(ws, dt, ilo, ihi, lo, hi):
-    """Whether the recorded bracket list holds every kept token of ``(lo, hi]``."""
+def list_covers(ws, dt, hi):
+    """Whether the token list holds every kept token with ``d <= hi`` (kept tokens all have ``d <= dt``:
+    the rules only ever shrink the kept set)."""
     meta = ws[LIST_META]
-    return (meta[META_VALID] == 1.0) & (meta[META_DT] == dt) & (meta[META_ILO] == ilo) & (
-        meta[META_IHI] == ihi) & (meta[META_LO] <= lo) & (hi <= meta[META_HI])
+    return (meta[META_VALID] == 1.0) & (min(hi, dt) <= meta[META_TOP])
+
+
+def list_rescale(s, ws):
+    """Recompute the list's ``e^-x`` for a new scale (after a temperature)."""
+    meta = ws[LIST_META]
+    if meta[META_SCALE] == s:
+        return
+    list_d = ws[LIST_D]
+    list_e = ws[LIST_E]
+    xs = ws[XS]
+    es = ws[ES]
+    total = int(meta[META_COUNT])
+    for start in range(0, total, CHUNK):
+        count = min(CHUNK, total - start)
+        for j in range(count):
+            xs[j] = s * list_d[start + j]
+        chunk_exp(xs, es, ws[SCALES], count)
+        for j in range(count):
+            list_e[start + j] = es[j]
+    meta[META_SCALE] = s
+
+
+def list_compact(top, ws):
+    """Drop list entries with ``d > top`` (in place, order kept)."""
+    meta = ws[LIST_META]
+    list_d = ws[LIST_D]
+    list_i = ws[LIST_I]
+    list_e = ws[LIST_E]
+    kept = 0
+    for j in range(int(meta[META_COUNT])):
+        if list_d[j] <= top:
+            list_d[kept] = list_d[j]
+            list_i[kept] = list_i[j]
+            list_e[kept] = list_e[j]
+            kept += 1
+    meta[META_COUNT] = kept
+    meta[META_TOP] = top
 
 
 def row_max(z, ws):
-    ws[LIST_META][META_VALID] = 0.0  # a new row: the recorded bracket belongs to another
+    ws[LIST_META][META_VALID] = 0.0  # a new row: the list belongs to another
     m = -math.inf
     lowest = math.inf
     n = 0
@@ -152,8 +193,9 @@ def row_max(z, ws):
 
 
 def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
-    """Sums over kept tokens in ``(lo, hi]`` (see row_program). A finite bracket is read from the list
-    recorded by an earlier scan that covers it, or else recorded for the narrower scans that follow."""
+    """Sums over kept tokens in ``(lo, hi]`` (see row_program), from the token list when it covers the
+    range (compacting it to the range's top), else from the row (recording the list when ``lo`` is
+    below every gap)."""
     acc = ws[0]
     piv = ws[1]
     hist = ws[HIST]
@@ -163,13 +205,18 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     es = ws[ES]
     list_d = ws[LIST_D]
     list_i = ws[LIST_I]
+    list_e = ws[LIST_E]
     meta = ws[LIST_META]
     for k in range(3 * PIVOTS):
         hist[k] = 0.0
-    from_list = list_covers(ws, dt, ilo, ihi, lo, hi)
-    record = (not from_list) & (hi < math.inf)
+    top = min(hi, dt)
+    from_list = list_covers(ws, dt, hi)
+    if from_list:
+        list_rescale(s, ws)
+        if top < meta[META_TOP]:
+            list_compact(top, ws)
+    record = (not from_list) & (lo < 0.0)
     total = int(meta[META_COUNT]) if from_list else z.shape[0]
-    recorded = 0
     n = 0.0
     g = 0.0
     q = 0.0
@@ -180,18 +227,18 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     for start in range(0, total, CHUNK):
         count = min(CHUNK, total - start)
         if from_list:
-            inside = chunk_from_list(list_d, list_i, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, ids)
+            inside = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, ids)
         else:
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs)
+            if inside > 0:
+                chunk_exp(xs, es, ws[SCALES], count)
+            if record:
+                for j in range(count):
+                    list_d[start + j] = gaps[j] if xs[j] < math.inf else math.inf
+                    list_i[start + j] = start + j
+                    list_e[start + j] = es[j] if xs[j] < math.inf else 0.0
         if inside == 0:
             continue
-        if record:
-            for j in range(count):
-                if xs[j] < math.inf:
-                    list_d[recorded] = gaps[j]
-                    list_i[recorded] = start + j
-                    recorded += 1
-        chunk_exp(xs, es, ws[SCALES], count)
         cn, cg, cq, csx, csxx, cmin, cmax = chunk_sums(gaps, xs, es, count)
         n += cn
         g += cg
@@ -204,12 +251,9 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
             chunk_pivots(gaps, xs, es, count, piv, hist)
     if record:
         meta[META_VALID] = 1.0
-        meta[META_DT] = dt
-        meta[META_ILO] = ilo
-        meta[META_IHI] = ihi
-        meta[META_LO] = lo
-        meta[META_HI] = hi
-        meta[META_COUNT] = recorded
+        meta[META_TOP] = top
+        meta[META_SCALE] = s
+        meta[META_COUNT] = z.shape[0]
     for k in range(3 * npiv):
         acc[A_PIV + k] = hist[k]
     acc[A_N] = n
@@ -227,7 +271,7 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     tmp_d = ws[TMP_D]
     tmp_i = ws[TMP_I]
     n = 0
-    if list_covers(ws, dt, ilo, ihi, lo, hi):
+    if list_covers(ws, dt, hi):
         list_d = ws[LIST_D]
         list_i = ws[LIST_I]
         for j in range(int(ws[LIST_META][META_COUNT])):
@@ -263,21 +307,37 @@ def row_nth_tied(z, m, dt, ilo, ihi, dval, j, ws):
 
 
 def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
+    """Sums of the kept set and the exponential race over it, from the token list when it covers the
+    kept set."""
     gaps = ws[GAPS]
+    ids = ws[IDS]
     xs = ws[XS]
     es = ws[ES]
+    from_list = list_covers(ws, dt, math.inf)
+    if from_list:
+        list_rescale(s, ws)
+        if dt < ws[LIST_META][META_TOP]:
+            list_compact(dt, ws)
+    total = int(ws[LIST_META][META_COUNT]) if from_list else z.shape[0]
     n = 0.0
     g = 0.0
     q = 0.0
     best = -math.inf
     weight = math.inf  # e^-best: a token can only win if E < e^-x · e^-best
     token = -1
-    vocab = z.shape[0]
-    for start in range(0, vocab, CHUNK):
-        count = min(CHUNK, vocab - start)
-        if chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, xs) == 0:
+    for start in range(0, total, CHUNK):
+        count = min(CHUNK, total - start)
+        if from_list:
+            inside = chunk_from_list(ws[LIST_D], ws[LIST_I], ws[LIST_E], start, count, s, dt, ilo, ihi, -1.0, math.inf,
+                                     gaps, xs, es, ids)
+        else:
+            inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, xs)
+            for j in range(count):
+                ids[j] = start + j
+            if inside > 0:
+                chunk_exp(xs, es, ws[SCALES], count)
+        if inside == 0:
             continue
-        chunk_exp(xs, es, ws[SCALES], count)
         cn, cg, cq, _, _, _, _ = chunk_sums(gaps, xs, es, count)
         n += cn
         g += cg
@@ -285,15 +345,16 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
         if want:
             for j in range(count):
                 if xs[j] < math.inf:
-                    u = token_uniform(key, start + j)
+                    i = int(ids[j])
+                    u = token_uniform(key, i)
                     # E = -ln u < a needs u > e^-a >= 1 - a: most tokens fail this without a logarithm
                     a = es[j] * weight
                     if u > 1.0 - a * 1.000001 - 1e-15:
                         score = race_score(-xs[j], u)
-                        if score > best or token < 0:
+                        if score > best or (score == best and i < token) or token < 0:
                             best = score
                             weight = math.exp(-best)
-                            token = start + j
+                            token = i
     return token, n, g, q
 
 
@@ -324,14 +385,15 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads):
     hists = np.empty((threads, 3 * npiv + PAD))
     list_d = np.empty((threads, vocab + PAD))
     list_i = np.empty((threads, vocab + PAD))
-    metas = np.empty((threads, 8 + PAD))
+    list_e = np.empty((threads, vocab + PAD))
+    metas = np.empty((threads, 4 + PAD))
     writes = out.shape[0] == batch
     for b in prange(batch):
         t = numba.get_thread_id()
         ws = (accs[t, :size], pivs[t, :npiv], cand_d[t, :vocab], cand_i[t, :vocab], caches[t, :size], tmp_d[t, :vocab],
               tmp_i[t, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK], chunks[t, 3, :CHUNK],
-              chunks[t, 4, :CHUNK], hists[t, :3 * npiv], list_d[t, :vocab], list_i[t, :vocab],
-              metas[t, :8])
+              chunks[t, 4, :CHUNK], hists[t, :3 * npiv], list_d[t, :vocab], list_i[t, :vocab], list_e[t, :vocab],
+              metas[t, :4])
         key = step_key(keys[b, 0], keys[b, 1])
         run_row(z[b], ops, prm[b], key, out[b] if writes else out[0], tel[b], mode, limit, ws)
 

@@ -237,3 +237,33 @@ def test_n_samples_share_the_prefill_and_equal_separate_runs(tiny_model):
     assert out.prompt_tokens[:3] == [len(tok("hello there")["input_ids"])] * 3
     with pytest.raises(ValueError, match="`n` must be an integer >= 1, got 0"):
         generate(model, tok, "hi", n=0)
+
+
+def test_row_samplers_mix_samplers_in_one_batch_as_if_alone(tiny_model):
+    from entrodec.decoding import RowSamplers
+
+    model, tok = tiny_model
+    hot = [Temperature(1.5), TopH(0.7)]
+    cold = [Temperature(0.5), MinP(0.2)]
+    rows = RowSamplers([hot, cold, None, hot])
+    out = generate(model, tok, ["hi", "hello"], sampler=rows, n=2, seed=[3, 8], max_new_tokens=10, ignore_eos=True)
+    for row, (prompt, sampler, seed) in enumerate([("hi", hot, 3), ("hi", cold, 4), ("hello", None, 8), ("hello", hot, 9)]):
+        alone = generate(model, tok, prompt, sampler=sampler, seed=seed, max_new_tokens=10, ignore_eos=True)
+        assert out.token_ids[row] == alone.token_ids[0], row
+        assert out.telemetry[row].kept == alone.telemetry[0].kept
+    with pytest.raises(ValueError, match="RowSamplers holds 4 samplers for 2 rows"):
+        generate(model, tok, ["hi", "hello"], sampler=rows, max_new_tokens=2)
+
+
+def test_finished_rows_leave_the_batch_without_changing_the_others(tiny_model):
+    model, tok = tiny_model
+    sampler = [Temperature(1.2), TopH(0.8)]
+    prompts = ["a", "bb", "ccc"]
+    full = generate(model, tok, prompts, sampler=sampler, seed=[1, 2, 3], max_new_tokens=16, ignore_eos=True)
+    # a stop string taken from row 0's text ends it early; rows 1 and 2 must be unaffected
+    stop = full.texts[0][2:5]
+    cut = generate(model, tok, prompts, sampler=sampler, seed=[1, 2, 3], max_new_tokens=16, ignore_eos=True, stop=stop)
+    assert cut.finish_reasons[0] == "stop" and len(cut.token_ids[0]) < 16
+    for row in (1, 2):
+        if stop not in full.texts[row]:
+            assert cut.token_ids[row] == full.token_ids[row]

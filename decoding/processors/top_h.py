@@ -20,11 +20,14 @@ def paper_rule_keep(scores: torch.Tensor, alpha: torch.Tensor, min_tokens_to_kee
 
     Walk tokens by probability (descending, ties by lower id); keep the longest prefix whose
     renormalised entropy ``H(q_k) = ln Γ_k − h_k/Γ_k`` stays ``<= alpha·H(p)``. Sums run in float64.
+    The order is taken from the logits, which is the probabilities' exact order even where a
+    probability underflows to zero (those tokens are never admitted beyond ``min_tokens_to_keep``).
     """
     logp = log_probs(scores.double())
     p = logp.exp()
     bound = alpha.double() * entropy_from_log_probs(logp).unsqueeze(-1)
-    sorted_p, order = torch.sort(p, dim=-1, descending=True, stable=True)
+    order = torch.sort(scores.double(), dim=-1, descending=True, stable=True).indices
+    sorted_p = p.gather(-1, order)
     sorted_logp = logp.gather(-1, order)
     gamma = sorted_p.cumsum(dim=-1)
     plogp = torch.where(sorted_p > 0, sorted_p * sorted_logp, torch.zeros_like(sorted_p)).cumsum(dim=-1)
