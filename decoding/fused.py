@@ -67,8 +67,7 @@ def _run(processors, input_ids, scores, mode, seeds=None, steps=None):
     if compiled is None:
         return None
     out, tel = kernels.run_program(scores, *compiled, mode, seeds, steps)
-    tel = tel.cpu()
-    for index, processor in enumerate(processors):
+    for index, processor in enumerate(processors):  # device tensors: only HAPO's windows read them back
         after = getattr(processor, "after_kernel", None)
         if after is not None:
             after(input_ids, tel[:, program.op_temperature_column(index)], tel[:, program.op_entropy_column(index)])
@@ -88,7 +87,7 @@ def sample_fused(
     ran = _run(processors, input_ids, scores, program.DRAW | program.TELEMETRY, seeds, steps)
     if ran is None:
         return None
-    tel = ran[1]
+    tel = ran[1].cpu()  # generate() reads every row's token and telemetry at each step anyway
     tokens = tel[:, program.T_TOKEN].clamp(min=0).long()
     empty = tel[:, program.T_STATUS] == program.STATUS_EMPTY
     logprob_after = torch.where(empty, torch.full_like(tel[:, 0], -torch.inf), tel[:, program.T_LOGP_AFTER])

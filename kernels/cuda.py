@@ -21,7 +21,7 @@ from .rng import race_score, step_key, token_uniform
 from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, acc_size, run_row
 
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
-THREADS = 32 if SIMULATED else 256  # the simulator runs each thread as a Python thread
+THREADS = 16 if SIMULATED else 256  # the simulator runs each thread as a Python thread
 PIVOTS = 4
 SLOTS = acc_size(PIVOTS)  # values reduced across the block by one scan
 CAP = 64 if SIMULATED else 512  # gathered candidates sorted in shared memory (a power of two)

@@ -25,9 +25,9 @@ from strategies import logit_rows
 SIMULATED = bool(numba.config.ENABLE_CUDASIM)
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not cuda.is_available(), reason="no GPU (and not simulated)")]
 on_gpu = pytest.mark.skipif(SIMULATED or not torch.cuda.is_available(), reason="needs a real GPU")
-SETTINGS = settings(max_examples=20 if SIMULATED else 300, deadline=None,
+SETTINGS = settings(max_examples=6 if SIMULATED else 300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-MAX_VOCAB = 40 if SIMULATED else 400
+MAX_VOCAB = 24 if SIMULATED else 400
 
 PROGRAMS = {
     "T 1.5, Top-H 0.4": [(P.TEMPERATURE, 1.5), (P.TOP_H, 0.4, 1)],
@@ -87,13 +87,13 @@ def test_cuda_kernel_equals_cpu_kernel(name, z, seed, step):
 def test_brackets_wider_than_shared_memory_are_narrowed(name):
     """More candidates than the block can sort: the search narrows its bracket over several rounds."""
     rng = np.random.default_rng(1)
-    z = (rng.normal(size=(2, 600)) * 0.05).astype(np.float32)  # nearly flat: hundreds of candidates
-    assert_same(z, PROGRAMS[name], np.array([1, 2]), 7)
+    z = (rng.normal(size=(1, 300)) * 0.05).astype(np.float32)  # nearly flat: hundreds of candidates
+    assert_same(z, PROGRAMS[name], np.array([1]), 7)
 
 
 @pytest.mark.parametrize("name", ["top-k 5, T 2", "T 1, top-p 0.9", "Top-H hf 0.4", "greedy, top-p"])
 def test_tie_groups_larger_than_shared_memory(name):
-    z = np.zeros((1, 300), dtype=np.float32)
+    z = np.zeros((1, 150), dtype=np.float32)  # more tied tokens than the block can sort (CAP)
     z[0, [7, 100]] = 3.0
     assert_same(z, PROGRAMS[name], np.array([4]), 0)
 
