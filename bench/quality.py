@@ -309,6 +309,29 @@ def overhead(args) -> None:
               f"{r['step_ms']:.1f} | {100 * r['share']:.1f}% |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"overhead_b{args.overhead_batch}.json").write_text(json.dumps(rows, indent=2))
+    plot_overhead(rows, args.out / f"overhead_b{args.overhead_batch}.png", args.overhead_batch)
+
+
+def plot_overhead(rows: list[dict], path: Path, batch: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["sampler"] for r in rows))
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for offset, kernels in ((-0.2, True), (0.2, False)):
+        share = [100 * next(r["share"] for r in rows if r["sampler"] == n and r["kernels"] == kernels) for n in names]
+        ax.bar(x + offset, share, width=0.4, label="kernels" if kernels else "torch reference")
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="1% of a step")
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("sampler share of a generate() step (%)")
+    ax.set_title(f"Sampler time inside generate(), default model, batch {batch}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
 
 
 def main() -> None:
