@@ -1,6 +1,6 @@
 """Coherence under heat and creativity of samplers on the default model (SmolLM2-135M-Instruct).
 
-    python bench/quality.py            # the full run (about 45 minutes on 2 CPU cores)
+    python bench/quality.py            # the full run (about 36 minutes on 2 CPU cores)
     python bench/quality.py --quick    # a smaller run (a few minutes)
     python bench/quality.py overhead   # each sampler's time inside generate(), kernels vs torch
 
