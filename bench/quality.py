@@ -3,6 +3,7 @@
     python bench/quality.py            # the full run (about 36 minutes on 2 CPU cores)
     python bench/quality.py --quick    # a smaller run (a few minutes)
     python bench/quality.py overhead   # each sampler's time inside generate(), kernels vs torch
+    python bench/quality.py overhead --chain creative --chain my_chain.yaml   # any chain
 
 Coherence under heat: short factual and arithmetic questions written for this benchmark
 (bench/quality_data.py), kept only where the default model answers correctly with greedy decoding;
@@ -45,8 +46,10 @@ from entrodec.decoding import (  # noqa: E402
     Temperature,
     TopH,
     TopP,
+    chain_from_yaml,
     generate,
     load_model,
+    load_preset,
 )
 
 SYSTEM = "Answer the question briefly."
@@ -282,16 +285,25 @@ class TimedChain(SamplerChain):
         return drawn
 
 
+def load_chain(spec: str) -> SamplerChain:
+    """A preset name, or the path of a YAML chain file."""
+    return chain_from_yaml(spec) if Path(spec).is_file() else load_preset(spec)
+
+
 def overhead(args) -> None:
     """Per-step time of each sampler inside generate(), with the kernels and with the torch reference,
     against the whole step (model forward included)."""
     model, tok = load_model()
     prompts = [q for q, _ in factual()[: args.overhead_batch]]
     rows = []
-    configs = [(name, kernels) for name in SAMPLERS for kernels in (True, False)]
+    # the seven samplers at T = 1.5, or the chains named by --chain (preset names or YAML files), as given
+    makers = {name: (lambda make=make: make(1.5)) for name, make in SAMPLERS.items()}
+    if args.chain:
+        makers = {spec: (lambda spec=spec: list(load_chain(spec))) for spec in args.chain}
+    configs = [(name, kernels) for name in makers for kernels in (True, False)]
     for name, kernels in tqdm(configs, desc="overhead", unit="config"):
         with entrodec.kernels.use_kernels(kernels):
-            chain = TimedChain(SAMPLERS[name](1.5))
+            chain = TimedChain(makers[name]())
             generate(model, tok, prompts, sampler=chain, max_new_tokens=4, chat=True, seed=0, ignore_eos=True)  # warm-up
             chain.seconds.clear()
             out = generate(model, tok, prompts, sampler=chain, max_new_tokens=args.overhead_tokens, chat=True,
@@ -301,15 +313,16 @@ def overhead(args) -> None:
         step_ms = out.elapsed_s / steps * 1e3
         rows.append(dict(sampler=name, kernels=kernels, sampler_ms=sampler_ms, step_ms=step_ms,
                          share=sampler_ms / step_ms))
-    print(f"\nbatch {args.overhead_batch}, vocabulary {model.config.vocab_size}, T = 1.5, {args.overhead_tokens} steps")
+    print(f"\nbatch {args.overhead_batch}, vocabulary {model.config.vocab_size}, {args.overhead_tokens} steps")
     print("| sampler | path | sampler ms/step (median) | whole step ms | sampler share |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['sampler']} | {'kernels' if r['kernels'] else 'torch'} | {r['sampler_ms']:.2f} | "
               f"{r['step_ms']:.1f} | {100 * r['share']:.1f}% |")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"overhead_b{args.overhead_batch}.json").write_text(json.dumps(rows, indent=2))
-    plot_overhead(rows, args.out / f"overhead_b{args.overhead_batch}.png", args.overhead_batch)
+    stem = f"overhead_b{args.overhead_batch}" + ("_chains" if args.chain else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=2))
+    plot_overhead(rows, args.out / f"{stem}.png", args.overhead_batch)
 
 
 def plot_overhead(rows: list[dict], path: Path, batch: int) -> None:
@@ -343,6 +356,9 @@ def main() -> None:
     parser.add_argument("--creative-batch", type=int, default=10, help="creative prompts per generate() call")
     parser.add_argument("--overhead-batch", type=int, default=8)
     parser.add_argument("--overhead-tokens", type=int, default=32)
+    parser.add_argument("--chain", action="append", metavar="PRESET_OR_YAML",
+                        help="overhead: measure this chain (a preset name or a YAML chain file) instead of the seven "
+                             "samplers; repeatable")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args()
     torch.manual_seed(0)
