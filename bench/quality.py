@@ -131,8 +131,17 @@ def run_questions(model, tok, questions, temperature, samples, batch, bar) -> di
         per_question = correct[name] / samples
         low, high = bootstrap_interval(per_question)
         results[name] = dict(accuracy=float(per_question.mean()), ci_low=low, ci_high=high,
-                             mean_kept=float(np.mean(kept[name])))
+                             mean_kept=float(np.mean(kept[name])), per_question=per_question.tolist())
     return results
+
+
+def paired_difference(results: list[dict], a: str, b: str, temperature: float) -> dict:
+    """Accuracy of sampler ``a`` minus ``b`` at one temperature, with a 95% bootstrap interval over
+    questions resampled jointly (both samplers answered the same questions)."""
+    rows = {r["sampler"]: np.array(r["per_question"]) for r in results if r["temperature"] == temperature}
+    diff = rows[a] - rows[b]
+    low, high = bootstrap_interval(diff)
+    return dict(a=a, b=b, temperature=temperature, difference=float(diff.mean()), ci_low=low, ci_high=high)
 
 
 def distinct(texts: list[str], n: int) -> float:
@@ -210,15 +219,21 @@ def quality(args) -> None:
                            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  kept {row['mean_kept']:.1f}  "
                            f"distinct-2 {row['creative_distinct_2']:.3f}  loglik {row['creative_loglik_per_token']:.2f}")
     results.sort(key=lambda r: (list(SAMPLERS).index(r["sampler"]), r["temperature"]))
+    paired = [paired_difference(results, top_h, "min-p 0.1", t)
+              for top_h in ("Top-H 0.4 (paper)", "Top-H 0.4 (hf)") for t in temperatures]
     summary = dict(
         questions_written=len(pool), questions_kept=len(questions), samples_per_question=samples,
         creative_prompts=len(prompts), creative_samples=creative_samples, creative_tokens=creative_tokens,
-        temperatures=temperatures, minutes=(time.perf_counter() - started) / 60, results=results,
+        temperatures=temperatures, minutes=(time.perf_counter() - started) / 60, paired=paired, results=results,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
     (args.out / f"quality{suffix}.json").write_text(json.dumps(summary, indent=2))
     print_table(results)
+    print("\n| Top-H vs min-p (paired over questions) | T | accuracy difference [95% CI] |")
+    print("|---|---|---|")
+    for d in paired:
+        print(f"| {d['a']} − {d['b']} | {d['temperature']} | {d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |")
     plot_quality(results, temperatures, args.out, suffix)
     print(f"done in {summary['minutes']:.1f} min")
 
