@@ -219,7 +219,7 @@ def _decode(
             sequences, mask, positions, row_seeds = (t[index] for t in (sequences, mask, positions, row_seeds))
             chosen = [chosen[k] for k in keep]
             active = [active[k] for k in keep]
-            if chain is not None and hasattr(chain, "select_rows"):
+            if chain is not None:  # SamplerChain and RowSamplers: stateful processors follow the rows
                 chain.select_rows(keep)
         next_tokens = torch.tensor(chosen, device=device).view(-1, 1)
         sequences = torch.cat([sequences, next_tokens], dim=1)
