@@ -89,6 +89,50 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(commands) -> None:
+    p = commands.add_parser(
+        "serve", help="serve an OpenAI-compatible HTTP API",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/models and /health with continuous batching. "
+        "Every sampler of entrodec is a request field (see the README).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
+    p.add_argument("--name", default=None, help="the model name clients send; default: the model's folder name")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (other machines can reach the server only if you change it)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on /v1 routes (or set ENTRODEC_API_KEY)")
+    p.add_argument("--max-batch", type=int, default=16, help="rows decoded together at most (a request with n=4 is 4 rows)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for room; more get 429 at once")
+    p.add_argument("--max-tokens-cap", type=int, default=None, help="largest max_tokens a request may ask for; default: the model's context")
+    p.add_argument("--max-prompt-tokens", type=int, default=None, help="longest prompt accepted (413 above); default: the model's context - 1")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    try:
+        import uvicorn
+
+        from ..serve import Limits, create_app
+    except ImportError as error:
+        raise ValueError(f"the server needs the `serve` extra ({error}): pip install 'entrodec[serve]'") from None
+    from .loading import load_model
+
+    for flag in ("max_batch", "max_queue", "max_tokens_cap", "max_prompt_tokens", "port"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "max_queue" else 1):
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'max_queue' else 1}, got {value}")
+    limits = Limits(args.max_batch, args.max_queue, args.max_tokens_cap, args.max_prompt_tokens)
+    model, tokenizer = load_model(args.model)
+    name = args.name or (Path(args.model).name if args.model else "SmolLM2-135M-Instruct")
+    api_key = args.api_key or os.environ.get("ENTRODEC_API_KEY") or None
+    app = create_app(model, tokenizer, name=name, api_key=api_key, limits=limits)
+    print(f"entrodec: serving {name!r} on http://{args.host}:{args.port}/v1 (batch {args.max_batch})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def _run_presets(args: argparse.Namespace) -> int:
     for name in available_presets():
         print(f"{name:10s} {preset_description(name)}")
@@ -99,13 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entrodec", description="Entropy-aware decoding for causal language models.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_generate(commands)
+    _add_serve(commands)
     commands.add_parser("presets", help="list the shipped sampler presets")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"generate": _run_generate, "presets": _run_presets}
+    runners = {"generate": _run_generate, "serve": _run_serve, "presets": _run_presets}
     try:
         return runners[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:

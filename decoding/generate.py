@@ -2,70 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
 
 from .chain import SamplerChain
+from .continuation import Continuation, check_drawable, eos_ids, pad_id
+from .decode_batch import DecodeBatch
 from .draw import as_seed_tensor
 from .fused import Draw, greedy_draw
-from .prompts import Prompt, encode_prompt, left_pad, normalise_prompts, position_ids
-from .result import GenerationResult, RowTelemetry, StreamEvent
+from .prompts import Prompt, encode_prompt, normalise_prompts
+from .result import GenerationResult, StreamEvent
 from .row_samplers import RowSamplers
 from .sampler_spec import SamplerSpec, resolve_sampler
-from .telemetry import StepTelemetry
-from .text_stream import IncrementalDetokenizer, find_stop, held_back
-
-
-class _Row:
-    """Book-keeping of one prompt's continuation: its tokens, text, telemetry and whether it is done."""
-
-    def __init__(self, tokenizer, stops: Sequence[str]) -> None:
-        self.detokenizer = IncrementalDetokenizer(tokenizer)
-        self.token_ids: list[int] = []
-        self.stops = stops
-        self.text = ""
-        self.emitted = 0
-        self.telemetry = RowTelemetry()
-        self.finish_reason: str | None = None
-
-    def add(self, token: int, step: StepTelemetry, index: int, is_eos: bool, at_limit: bool) -> str:
-        """Record one token and return the text that may now be shown."""
-        self.token_ids.append(token)
-        for name in ("entropy_before", "entropy_after", "logprob_before", "logprob_after", "temperature"):
-            getattr(self.telemetry, name).append(float(getattr(step, name)[index]))
-        self.telemetry.kept.append(int(step.kept[index]))
-        if not is_eos:
-            self._extend(self.detokenizer.push(token))
-        if self.finish_reason is None and (is_eos or at_limit):
-            self.finish_reason = "eos" if is_eos else "length"
-            self._extend(self.detokenizer.flush())  # an incomplete character held back at the very end
-        visible = len(self.text) if self.finish_reason else len(self.text) - held_back(self.text, self.stops)
-        new = self.text[self.emitted:visible]
-        self.emitted = max(self.emitted, visible)
-        return new
-
-    def _extend(self, piece: str) -> None:
-        """Append decoded text; a stop string ends the row and is cut, with everything after it."""
-        searched_from = len(self.text)
-        self.text += piece
-        if self.stops and self.finish_reason != "stop":
-            at = find_stop(self.text, self.stops, searched_from)
-            if at != -1:
-                self.text = self.text[:at]
-                self.finish_reason = "stop"
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if value is not None:
-            ids.update([value] if isinstance(value, int) else value)
-    return ids
 
 
 def _check_stop(stop: str | Sequence[str] | None) -> list[str]:
@@ -179,32 +129,21 @@ def _draw(sampler, sequences: torch.Tensor, raw: torch.Tensor, seeds: torch.Tens
     return greedy_draw(raw) if sampler is None else sampler.sample(sequences, raw, seeds, step)
 
 
-@torch.inference_mode()
 def _decode(
     model, tokenizer, encoded: list[list[int]], n: int, chain: SamplerChain | None, max_new_tokens: int,
     stops: list[str], seeds: list[int], ignore_eos: bool,
 ) -> Iterator[StreamEvent | GenerationResult]:
-    device = next(model.parameters()).device
-    eos = set() if ignore_eos else _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos) if eos else 0)
-    row_seeds = as_seed_tensor(seeds, len(seeds), device)
-    state = [_Row(tokenizer, stops) for _ in seeds]
+    eos = set() if ignore_eos else eos_ids(model, tokenizer)
+    batch = DecodeBatch(model, pad_id(tokenizer, eos))
+    row_seeds = as_seed_tensor(seeds, len(seeds), batch.device)
+    state = [Continuation(tokenizer, stops) for _ in seeds]
     started = time.perf_counter()
-
-    sequences, mask = left_pad(encoded, pad_id, device)
-    positions = position_ids(mask)
-    out = model(input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    raw = out.logits[:, -1, :]
-    if n > 1:  # the samples of a prompt share its prefill
-        cache.batch_repeat_interleave(n)
-        raw, sequences, mask, positions = (t.repeat_interleave(n, dim=0) for t in (raw, sequences, mask, positions))
+    batch.join(encoded, [n] * len(encoded))  # the samples of a prompt share its prefill
     active = list(range(len(state)))  # the rows still in the batch, by original index
     for step in range(max_new_tokens):
-        tokens, telemetry = _draw(chain, sequences, raw, row_seeds, step)
-        for k, i in enumerate(active):
-            if not math.isfinite(telemetry.logprob_after[k]):
-                raise ValueError(f"the sampler removed every token of row {i}; check its processors")
+        with torch.inference_mode():
+            tokens, telemetry = _draw(chain, batch.sequences, batch.logits, row_seeds, step)
+        check_drawable(telemetry, active)
         chosen = tokens.tolist()
         last = step == max_new_tokens - 1
         for k, i in enumerate(active):
@@ -214,22 +153,13 @@ def _decode(
         if not keep:
             break
         if len(keep) < len(active):  # finished rows leave the batch and its cache
-            index = torch.tensor(keep, device=device)
-            cache.batch_select_indices(index)
-            sequences, mask, positions, row_seeds = (t[index] for t in (sequences, mask, positions, row_seeds))
+            batch.leave(keep)
+            row_seeds = row_seeds[torch.tensor(keep, device=row_seeds.device)]
             chosen = [chosen[k] for k in keep]
             active = [active[k] for k in keep]
             if chain is not None:  # SamplerChain and RowSamplers: stateful processors follow the rows
                 chain.select_rows(keep)
-        next_tokens = torch.tensor(chosen, device=device).view(-1, 1)
-        sequences = torch.cat([sequences, next_tokens], dim=1)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        positions = positions[:, -1:] + 1
-        out = model(
-            input_ids=next_tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-        )
-        cache = out.past_key_values
-        raw = out.logits[:, -1, :]
+        batch.advance(chosen)
     yield GenerationResult(
         texts=[row.text for row in state],
         token_ids=[row.token_ids for row in state],

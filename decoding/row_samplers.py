@@ -33,12 +33,16 @@ class RowSamplers:
     """
 
     def __init__(self, samplers: Sequence[Any]) -> None:
-        from .sampler_spec import resolve_sampler
-
         if isinstance(samplers, (str, SamplerChain)) or not isinstance(samplers, Sequence) or not samplers:
             raise TypeError("`samplers` must be a non-empty list with one sampler (or None) per row")
-        resolved: dict[int, SamplerChain | None] = {}
         self.rows: list[SamplerChain | None] = []
+        self.extend(samplers)
+
+    def extend(self, samplers: Sequence[Any]) -> None:
+        """Rows joining the batch after the existing ones, one sampler each (the server's new requests)."""
+        from .sampler_spec import resolve_sampler
+
+        resolved: dict[int, SamplerChain | None] = {}
         for sampler in samplers:
             if id(sampler) not in resolved:
                 resolved[id(sampler)] = resolve_sampler(sampler)
@@ -54,8 +58,12 @@ class RowSamplers:
             found.setdefault(id(sampler), (sampler, []))[1].append(row)
         return list(found.values())
 
-    def sample(self, input_ids, scores: torch.Tensor, seeds, steps=0) -> Draw:
-        """Each group of rows drawn by its own sampler; tokens and telemetry back in row order."""
+    def sample(self, input_ids, scores: torch.Tensor, seeds, steps=0, lengths: torch.Tensor | None = None) -> Draw:
+        """Each group of rows drawn by its own sampler; tokens and telemetry back in row order.
+
+        ``lengths`` (the rows' real token counts, when ``input_ids`` is left-padded for rows that joined
+        at different times) trims each group's ``input_ids`` to its own longest row, so processors that
+        read them see a history that grows by one token a step."""
         from .draw import as_seed_tensor
 
         batch = scores.shape[0]
@@ -72,6 +80,8 @@ class RowSamplers:
                 drawn = greedy_draw(sub)
             else:
                 ids = None if input_ids is None else input_ids[index]
+                if ids is not None and lengths is not None:
+                    ids = ids[:, ids.shape[1] - int(lengths[index.cpu()].max()):]
                 drawn = sampler.sample(ids, sub, seeds[index], steps[index])
             tokens[index] = drawn.tokens
             for name in _FIELDS:

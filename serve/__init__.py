@@ -1,5 +1,10 @@
-"""entrodec.serve: the OpenAI-compatible HTTP server.
+"""entrodec.serve: an OpenAI-compatible HTTP server with continuous batching.
 
-Nothing is exported yet (issue 7); the package exists so the layout of DESIGN.md installs as one
-distribution.
+``entrodec serve`` runs it; :func:`create_app` builds the FastAPI app for a loaded model (tests, or an
+ASGI server of your own). Needs the ``serve`` extra: ``pip install 'entrodec[serve]'``.
 """
+
+from .app import Limits, create_app
+from .engine import Engine, Job, JobEnd, QueueFull, TokenEvent
+
+__all__ = ["create_app", "Limits", "Engine", "Job", "JobEnd", "TokenEvent", "QueueFull"]

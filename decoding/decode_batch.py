@@ -1,0 +1,142 @@
+"""DecodeBatch: the rows a model decodes together, which may join and leave at step boundaries.
+
+generate() uses it for one batch of prompts (rows leave as they finish); the server uses it for
+continuous batching (a request's rows join the running batch after their own prefill). Rows are kept
+left-aligned on a shared time axis: a joining group and the running batch are left-padded to the same
+width, the padding masked out, so every row sees exactly its own tokens at its own positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from .prompts import left_pad, position_ids
+
+
+def _check_mergeable(cache) -> None:
+    layers = getattr(cache, "layers", None)
+    if not isinstance(cache, DynamicCache) or layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+        raise TypeError(
+            f"rows can join a running batch only with a plain DynamicCache; this model uses {type(cache).__name__}"
+        )
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int, value: float = 0) -> torch.Tensor:
+    """``tensor`` left-padded along ``dim`` to ``width``."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    pads = [0, 0] * (tensor.dim() - 1 - dim % tensor.dim()) + [missing, 0]
+    return F.pad(tensor, pads, value=value)
+
+
+class DecodeBatch:
+    """KV cache, attention mask, positions and next-token logits of the rows being decoded.
+
+    ``logits`` (``[rows, vocab]``) are each row's next-token logits; ``sequences`` (``[rows, width]``,
+    left-padded) are the tokens the rows have seen, for processors that read ``input_ids``; ``lengths``
+    are the rows' real token counts.
+
+    Example:
+        >>> from entrodec.decoding.decode_batch import DecodeBatch  # doctest: +SKIP
+        >>> batch = DecodeBatch(model, pad_id=0)                    # doctest: +SKIP
+        >>> batch.join([[1, 2, 3]], repeats=[2])    # doctest: +SKIP
+        >>> batch.advance([7, 9]); batch.leave([1]); len(batch)      # doctest: +SKIP
+        1
+    """
+
+    def __init__(self, model, pad_id: int) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.cache = None
+        self.sequences = self.mask = self.positions = self.logits = None
+        self.lengths = torch.zeros(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return 0 if self.logits is None else self.logits.shape[0]
+
+    @torch.inference_mode()
+    def join(self, prompts: Sequence[Sequence[int]], repeats: Sequence[int] | None = None) -> None:
+        """Prefill ``prompts`` (token id lists) in one forward pass and append their rows, ``repeats[i]``
+        rows for prompt ``i`` (they share its prefill); the new rows come after the existing ones."""
+        sequences, mask = left_pad(prompts, self.pad_id, self.device)
+        positions = position_ids(mask)
+        out = self.model(
+            input_ids=sequences, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+        )
+        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+        positions = positions[:, -1:]
+        if repeats is not None and any(r != 1 for r in repeats):
+            index = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(list(repeats)))
+            cache.batch_select_indices(index.to(self.device))
+            lengths = lengths[index]
+            index = index.to(self.device)
+            sequences, mask, positions, logits = (t[index] for t in (sequences, mask, positions, logits))
+        if self.cache is None:
+            self.cache, self.sequences, self.mask, self.positions, self.logits = cache, sequences, mask, positions, logits
+            self.lengths = lengths
+            return
+        self._merge(cache, sequences, mask, positions, logits, lengths)
+
+    def _merge(self, cache, sequences, mask, positions, logits, lengths) -> None:
+        _check_mergeable(self.cache)
+        _check_mergeable(cache)
+        width = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width, -2), _pad_left(theirs.keys, width, -2)])
+            mine.values = torch.cat([_pad_left(mine.values, width, -2), _pad_left(theirs.values, width, -2)])
+        self.sequences = torch.cat([_pad_left(self.sequences, width, 1, self.pad_id), _pad_left(sequences, width, 1, self.pad_id)])
+        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(mask, width, 1)])
+        self.positions = torch.cat([self.positions, positions])
+        self.logits = torch.cat([self.logits, logits])
+        self.lengths = torch.cat([self.lengths, lengths])
+
+    def leave(self, keep: Sequence[int]) -> None:
+        """Keep only the rows at positions ``keep`` (in that order); the rest leave the batch and cache."""
+        if len(keep) == len(self) and list(keep) == list(range(len(self))):
+            return
+        if not keep:
+            self.__init__(self.model, self.pad_id)
+            return
+        index = torch.tensor(list(keep), device=self.device)
+        self.cache.batch_select_indices(index)
+        self.sequences, self.mask, self.positions, self.logits = (
+            t[index] for t in (self.sequences, self.mask, self.positions, self.logits)
+        )
+        self.lengths = self.lengths[index.cpu()]
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop leading columns that are padding in every row (left by rows that left), so long-running
+        batches do not carry dead cache."""
+        dead = int((self.mask.cumsum(dim=1) == 0).sum(dim=1).min())
+        if dead == 0 or not isinstance(self.cache, DynamicCache):
+            return
+        if any(type(layer) is not DynamicLayer for layer in self.cache.layers):
+            return
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, dead:, :], layer.values[:, :, dead:, :]
+        self.sequences, self.mask = self.sequences[:, dead:], self.mask[:, dead:]
+
+    @torch.inference_mode()
+    def advance(self, tokens: Sequence[int]) -> None:
+        """Feed one new token per row and compute the next logits."""
+        if len(tokens) != len(self):
+            raise ValueError(f"advance() needs one token per row: {len(tokens)} tokens for {len(self)} rows")
+        next_tokens = torch.tensor(list(tokens), device=self.device).view(-1, 1)
+        self.sequences = torch.cat([self.sequences, next_tokens], dim=1)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+        self.positions = self.positions + 1
+        self.lengths = self.lengths + 1
+        out = self.model(
+            input_ids=next_tokens, attention_mask=self.mask, position_ids=self.positions,
+            past_key_values=self.cache, use_cache=True,
+        )
+        self.cache = out.past_key_values
+        self.logits = out.logits[:, -1, :]
