@@ -169,12 +169,12 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for server in dict.fromkeys(r["server"] for r in rows):
+    for i, server in enumerate(dict.fromkeys(r["server"] for r in rows)):
         mine = [r for r in rows if r["server"] == server]
-        xs = [r["clients"] for r in mine]
-        left.plot(xs, [r["tokens_per_s"] for r in mine], "o-", label=server)
-        right.plot(xs, [r["latency_s"]["p50"] for r in mine], "o-", label=f"{server} p50")
-        right.plot(xs, [r["latency_s"]["p90"] for r in mine], "o--", label=f"{server} p90", alpha=0.6)
+        xs, color = [r["clients"] for r in mine], f"C{i}"
+        left.plot(xs, [r["tokens_per_s"] for r in mine], "o-", color=color, label=server)
+        right.plot(xs, [r["latency_s"]["p50"] for r in mine], "o-", color=color, label=f"{server} p50")
+        right.plot(xs, [r["latency_s"]["p90"] for r in mine], "o--", color=color, label=f"{server} p90", alpha=0.5)
     left.set(xlabel="concurrent clients", ylabel="aggregate completion tokens/s", title="Throughput")
     right.set(xlabel="concurrent clients", ylabel="request latency (s)", title="Latency")
     for ax in (left, right):
@@ -195,7 +195,11 @@ def main() -> None:
     parser.add_argument("--transformers", action="store_true", help="also load `transformers serve` the same way")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument("--name", default=None, help="output file stem (default serve_load, serve_load_quick with --quick)")
+    parser.add_argument("--replot", type=Path, default=None, help="only redraw the plot of a saved JSON")
     args = parser.parse_args()
+    if args.replot is not None:
+        plot(json.loads(args.replot.read_text())["rows"], args.replot.with_suffix(".png"))
+        return
     levels = [1, 4, 8, 16]
     if args.quick:
         levels, args.requests_per_client, args.tokens = [1, 8], 2, 32
