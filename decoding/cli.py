@@ -38,15 +38,21 @@ def chain_from_flags(args: argparse.Namespace) -> SamplerChain | None:
     return SamplerChain(processors) if processors else None
 
 
+def _model_command(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that loads a model (``--model``), its defaults shown in ``--help``."""
+    p = commands.add_parser(name, help=summary, description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
+    return p
+
+
 def _add_generate(commands) -> None:
-    p = commands.add_parser(
-        "generate", help="generate text, streaming it to the terminal",
-        description="Generate a continuation of PROMPT with the default model (or --model) and stream it. "
+    p = _model_command(
+        commands, "generate", "generate text, streaming it to the terminal",
+        "Generate a continuation of PROMPT with the default model (or --model) and stream it. "
         "With no sampler option the decoding is greedy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("prompt", help="the prompt text (a user message unless --raw)")
-    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
     p.add_argument("--temperature", type=float, default=None, help="temperature T >= 0 (0 is greedy)")
     p.add_argument("--top-h", type=float, default=None, help="Top-H alpha in (0, 1]; the paper's default is 0.4")
     p.add_argument("--top-h-rule", choices=["paper", "hf"], default="paper", help="Top-H rule: the paper's Algorithm 1 or transformers' released rule")
@@ -90,13 +96,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands) -> None:
-    p = commands.add_parser(
-        "serve", help="serve an OpenAI-compatible HTTP API",
-        description="Serve /v1/chat/completions, /v1/completions, /v1/models and /health with continuous batching. "
+    p = _model_command(
+        commands, "serve", "serve an OpenAI-compatible HTTP API",
+        "Serve /v1/chat/completions, /v1/completions, /v1/models and /health with continuous batching. "
         "Every sampler of entrodec is a request field (see the README).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
     p.add_argument("--name", default=None, help="the model name clients send; default: the model's folder name")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (other machines can reach the server only if you change it)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
