@@ -17,9 +17,15 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from .prompts import left_pad, position_ids
 
 
-def _check_mergeable(cache) -> None:
+def _is_plain_dynamic(cache) -> bool:
+    """A DynamicCache whose layers are all plain (no sliding window, quantisation...): one whose key and
+    value tensors may be padded, concatenated and trimmed along the time axis."""
     layers = getattr(cache, "layers", None)
-    if not isinstance(cache, DynamicCache) or layers is None or any(type(layer) is not DynamicLayer for layer in layers):
+    return isinstance(cache, DynamicCache) and layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _check_mergeable(cache) -> None:
+    if not _is_plain_dynamic(cache):
         raise TypeError(
             f"rows can join a running batch only with a plain DynamicCache; this model uses {type(cache).__name__}"
         )
@@ -116,9 +122,7 @@ class DecodeBatch:
         """Drop leading columns that are padding in every row (left by rows that left), so long-running
         batches do not carry dead cache."""
         dead = int((self.mask.cumsum(dim=1) == 0).sum(dim=1).min())
-        if dead == 0 or not isinstance(self.cache, DynamicCache):
-            return
-        if any(type(layer) is not DynamicLayer for layer in self.cache.layers):
+        if dead == 0 or not _is_plain_dynamic(self.cache):
             return
         for layer in self.cache.layers:
             layer.keys, layer.values = layer.keys[:, :, dead:, :], layer.values[:, :, dead:, :]
