@@ -66,9 +66,15 @@ class _Server:
             if len(data) > self.limits.max_body_bytes:
                 raise APIError(413, f"request body over {self.limits.max_body_bytes} bytes", code="request_too_large")
         try:
-            return json.loads(data, parse_constant=_refuse_constant)
+            body = json.loads(data, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as error:
             raise bad_request(f"the body is not valid JSON: {error}", code="invalid_json") from None
+        try:  # JSON may spell lone surrogates ("\ud800"), which no tokenizer can encode
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("the body holds a string that is not valid Unicode (a lone surrogate)",
+                              code="invalid_json") from None
+        return body
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.name:
@@ -83,8 +89,10 @@ class _Server:
             raise bad_request(f"the conversation cannot be formatted: {error}", "messages") from None
 
     def encode_completion(self, req: CompletionRequest) -> list[list[int]]:
+        prompts = req.prompts()
+        self.check_rows(len(prompts), req.n)  # before tokenising what would be refused anyway
         encoded = []
-        for position, prompt in enumerate(req.prompts()):
+        for position, prompt in enumerate(prompts):
             if isinstance(prompt, str):
                 ids = encode_prompt(self.tokenizer, prompt, chat=False)
             else:
@@ -117,11 +125,13 @@ class _Server:
                               f"{self.context} tokens", param, "context_length_exceeded")
         return requested
 
-    def job(self, req: Sampling, prompts: list[list[int]], emit) -> Job:
-        rows = len(prompts) * req.n
-        if rows > self.limits.max_batch:
-            raise bad_request(f"{len(prompts)} prompt(s) × n={req.n} is {rows} rows; this server decodes at most "
+    def check_rows(self, prompts: int, n: int) -> None:
+        if prompts * n > self.limits.max_batch:
+            raise bad_request(f"{prompts} prompt(s) × n={n} is {prompts * n} rows; this server decodes at most "
                               f"{self.limits.max_batch} at once", "n")
+
+    def job(self, req: Sampling, prompts: list[list[int]], emit) -> Job:
+        self.check_rows(len(prompts), req.n)
         base = req.seed if req.seed is not None else secrets.randbits(63)
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         return Job(
