@@ -120,7 +120,8 @@ class Engine:
         if job.rows > self.max_batch:
             raise ValueError(f"a request may decode at most {self.max_batch} rows at once, this one needs {job.rows}")
         with self._wake:
-            if len(self._pending) >= self.max_queue and not (not self._pending and self._room() >= job.rows):
+            # with max_queue 0 a job is still taken when nothing waits and it fits now
+            if len(self._pending) >= self.max_queue and (self._pending or self._room() < job.rows):
                 raise QueueFull(f"{len(self._pending)} requests are already waiting")
             self._pending.append(job)
             self._wake.notify()
@@ -147,8 +148,11 @@ class Engine:
                     self._step()
             except Exception as error:  # a fault must not kill the thread: fail the batch, go on
                 log.exception("decoding step failed")
-                self._fail_all([*{id(r.job): r.job for r in self._rows}.values(), *joining], error)
-        self._fail_all([*{id(r.job): r.job for r in self._rows}.values(), *self._pending], RuntimeError("server stopped"))
+                self._fail_all([*self._running_jobs(), *joining], error)
+        self._fail_all([*self._running_jobs(), *self._pending], RuntimeError("server stopped"))
+
+    def _running_jobs(self) -> list[Job]:
+        return list({id(row.job): row.job for row in self._rows}.values())
 
     def _take_jobs(self) -> list[Job]:
         taken, room = [], self._room()

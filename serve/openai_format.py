@@ -49,6 +49,7 @@ class Formatter:
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         self.created = int(time.time())
         self.object = "chat.completion" if chat else "text_completion"
+        self.chunk_object = "chat.completion.chunk" if chat else "text_completion"
 
     @property
     def wants_logprobs(self) -> bool:
@@ -110,14 +111,14 @@ class Formatter:
             choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": FINISH.get(finish)}
         else:
             choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": FINISH.get(finish)}
-        body = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+        body = {"id": self.id, "object": self.chunk_object,
                 "created": self.created, "model": self.model, "choices": [choice], "system_fingerprint": None}
         if with_usage:
             body["usage"] = None
         return body
 
     def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+        return {"id": self.id, "object": self.chunk_object,
                 "created": self.created, "model": self.model, "choices": [], "usage": usage,
                 "system_fingerprint": None}
 
