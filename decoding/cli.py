@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from transformers import LogitsProcessor
 
+from ..search.cli import add_search_command, run_search_command
+
 from .chain import SamplerChain
 from .presets import available_presets, load_preset, preset_description
 from .processors import MinP, Temperature, TopH, TopK, TopP
@@ -38,21 +40,8 @@ def chain_from_flags(args: argparse.Namespace) -> SamplerChain | None:
     return SamplerChain(processors) if processors else None
 
 
-def _model_command(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
-    """A subcommand that loads a model (``--model``), its defaults shown in ``--help``."""
-    p = commands.add_parser(name, help=summary, description=description,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
-    return p
-
-
-def _add_generate(commands) -> None:
-    p = _model_command(
-        commands, "generate", "generate text, streaming it to the terminal",
-        "Generate a continuation of PROMPT with the default model (or --model) and stream it. "
-        "With no sampler option the decoding is greedy.",
-    )
-    p.add_argument("prompt", help="the prompt text (a user message unless --raw)")
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that build a sampler chain (read back by :func:`chain_from_flags`)."""
     p.add_argument("--temperature", type=float, default=None, help="temperature T >= 0 (0 is greedy)")
     p.add_argument("--top-h", type=float, default=None, help="Top-H alpha in (0, 1]; the paper's default is 0.4")
     p.add_argument("--top-h-rule", choices=["paper", "hf"], default="paper", help="Top-H rule: the paper's Algorithm 1 or transformers' released rule")
@@ -61,6 +50,24 @@ def _add_generate(commands) -> None:
     p.add_argument("--top-k", type=int, default=None, help="top-k >= 0 (0 disables)")
     p.add_argument("--order", choices=sorted(ORDERS), default="hf", help="chain order: hf = temperature first, llama = temperature last")
     p.add_argument("--preset", default=None, help=f"a named sampler preset instead of the flags above: {', '.join(available_presets())}")
+
+
+def model_command(commands, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that loads a model (``--model``), its defaults shown in ``--help``."""
+    p = commands.add_parser(name, help=summary, description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default=None, help="model folder, cached Hugging Face id or .gguf file; default: SmolLM2-135M-Instruct")
+    return p
+
+
+def _add_generate(commands) -> None:
+    p = model_command(
+        commands, "generate", "generate text, streaming it to the terminal",
+        "Generate a continuation of PROMPT with the default model (or --model) and stream it. "
+        "With no sampler option the decoding is greedy.",
+    )
+    p.add_argument("prompt", help="the prompt text (a user message unless --raw)")
+    add_sampler_flags(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (same prompt and seed give the same text)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="at most this many new tokens")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); cut from the output")
@@ -96,7 +103,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands) -> None:
-    p = _model_command(
+    p = model_command(
         commands, "serve", "serve an OpenAI-compatible HTTP API",
         "Serve /v1/chat/completions, /v1/completions, /v1/models and /health with continuous batching. "
         "Every sampler of entrodec is a request field (see the README).",
@@ -148,13 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_generate(commands)
     _add_serve(commands)
+    add_search_command(commands)
     commands.add_parser("presets", help="list the shipped sampler presets")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"generate": _run_generate, "serve": _run_serve, "presets": _run_presets}
+    runners = {"generate": _run_generate, "serve": _run_serve, "search": run_search_command, "presets": _run_presets}
     try:
         return runners[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as error:

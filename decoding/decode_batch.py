@@ -1,7 +1,8 @@
-"""DecodeBatch: the rows a model decodes together, which may join and leave at step boundaries.
+"""DecodeBatch: the rows a model decodes together, which may join, leave and fork at step boundaries.
 
 generate() uses it for one batch of prompts (rows leave as they finish); the server uses it for
-continuous batching (a request's rows join the running batch after their own prefill). Rows are kept
+continuous batching (a request's rows join the running batch after their own prefill); search forks
+rows (a resampled particle's copies share its prefix's cache instead of recomputing it). Rows are kept
 left-aligned on a shared time axis: a joining group and the running batch are left-padded to the same
 width, the padding masked out, so every row sees exactly its own tokens at its own positions.
 """
@@ -51,8 +52,8 @@ class DecodeBatch:
         >>> from entrodec.decoding.decode_batch import DecodeBatch  # doctest: +SKIP
         >>> batch = DecodeBatch(model, pad_id=0)                    # doctest: +SKIP
         >>> batch.join([[1, 2, 3]], repeats=[2])    # doctest: +SKIP
-        >>> batch.advance([7, 9]); batch.leave([1]); len(batch)      # doctest: +SKIP
-        1
+        >>> batch.advance([7, 9]); batch.select([1, 1, 1]); len(batch)  # doctest: +SKIP
+        3
     """
 
     def __init__(self, model, pad_id: int) -> None:
@@ -102,21 +103,57 @@ class DecodeBatch:
         self.positions = torch.cat([self.positions, positions])
         self.logits = torch.cat([self.logits, logits])
         self.lengths = torch.cat([self.lengths, lengths])
+        self._trim()
 
-    def leave(self, keep: Sequence[int]) -> None:
-        """Keep only the rows at positions ``keep`` (in that order); the rest leave the batch and cache."""
-        if len(keep) == len(self) and list(keep) == list(range(len(self))):
+    def extend(self, other: DecodeBatch) -> None:
+        """Append ``other``'s rows after this batch's own (``other`` is left as it was)."""
+        if len(other) == 0:
             return
-        if not keep:
+        if len(self) == 0:
+            copied = other.copy()
+            self.cache, self.sequences, self.mask, self.positions, self.logits, self.lengths = (
+                copied.cache, copied.sequences, copied.mask, copied.positions, copied.logits, copied.lengths,
+            )
+            return
+        self._merge(other.cache, other.sequences, other.mask, other.positions, other.logits, other.lengths)
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep the rows at positions ``rows``, in that order; the others leave the batch and its cache.
+        A position may repeat: its copies share the prefix's cache (nothing is recomputed) and continue
+        independently."""
+        if len(rows) == len(self) and list(rows) == list(range(len(self))):
+            return
+        if len(rows) == 0:
             self.__init__(self.model, self.pad_id)
             return
-        index = torch.tensor(list(keep), device=self.device)
+        index = torch.tensor(list(rows), device=self.device)
         self.cache.batch_select_indices(index)
         self.sequences, self.mask, self.positions, self.logits = (
             t[index] for t in (self.sequences, self.mask, self.positions, self.logits)
         )
         self.lengths = self.lengths[index.cpu()]
         self._trim()
+
+    def copy(self, rows: Sequence[int] | None = None) -> DecodeBatch:
+        """A new batch holding copies of the rows at positions ``rows`` (all rows by default); this
+        batch is left as it was."""
+        _check_mergeable(self.cache)
+        index = torch.arange(len(self), device=self.device) if rows is None else torch.tensor(list(rows), device=self.device)
+        twin = DecodeBatch(self.model, self.pad_id)
+        twin.cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in self.cache.layers])
+        twin.sequences, twin.mask, twin.positions, twin.logits = (
+            t[index] for t in (self.sequences, self.mask, self.positions, self.logits)
+        )
+        twin.lengths = self.lengths[index.cpu()]
+        twin._trim()
+        return twin
+
+    def split(self, rows: Sequence[int]) -> DecodeBatch:
+        """Move the rows at positions ``rows`` into a new batch (returned); the others stay, in order."""
+        moved = self.copy(rows)
+        leaving = set(rows)
+        self.select([k for k in range(len(self)) if k not in leaving])
+        return moved
 
     def _trim(self) -> None:
         """Drop leading columns that are padding in every row (left by rows that left), so long-running

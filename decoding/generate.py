@@ -125,7 +125,9 @@ def generate(
     raise AssertionError("decoding ended without a result")
 
 
-def _draw(sampler, sequences: torch.Tensor, raw: torch.Tensor, seeds: torch.Tensor, step: int) -> Draw:
+def draw_step(sampler: SamplerChain | RowSamplers | None, sequences: torch.Tensor, raw: torch.Tensor, seeds: torch.Tensor,
+              step: int | torch.Tensor) -> Draw:
+    """One decoding step's tokens and telemetry: greedy when ``sampler`` is ``None``."""
     return greedy_draw(raw) if sampler is None else sampler.sample(sequences, raw, seeds, step)
 
 
@@ -142,7 +144,7 @@ def _decode(
     active = list(range(len(state)))  # the rows still in the batch, by original index
     for step in range(max_new_tokens):
         with torch.inference_mode():
-            tokens, telemetry = _draw(chain, batch.sequences, batch.logits, row_seeds, step)
+            tokens, telemetry = draw_step(chain, batch.sequences, batch.logits, row_seeds, step)
         check_drawable(telemetry, active)
         chosen = tokens.tolist()
         last = step == max_new_tokens - 1
@@ -153,7 +155,7 @@ def _decode(
         if not keep:
             break
         if len(keep) < len(active):  # finished rows leave the batch and its cache
-            batch.leave(keep)
+            batch.select(keep)
             row_seeds = row_seeds[torch.tensor(keep, device=row_seeds.device)]
             chosen = [chosen[k] for k in keep]
             active = [active[k] for k in keep]

@@ -192,7 +192,7 @@ class Engine:
                 self._record(row, k, chosen[k], telemetry, top.get(k))
         keep = [k for k, row in enumerate(rows) if row.text.finish_reason is None and not row.job.cancelled]
         if len(keep) < len(rows):
-            batch.leave(keep)
+            batch.select(keep)
             self._samplers.select_rows(keep)
             self._rows = [rows[k] for k in keep]
             if not keep:

@@ -106,3 +106,48 @@ def test_serve_command_answers_on_loopback(default_model):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "x", "--reward", "nonsense"], "--reward must be self-certainty, self-certainty-entropy, MODULE:FUNCTION or prm:PATH"),
+    (["search", "x", "--top-p", "2"], "`top_p` must be in [0, 1], got 2"),
+])
+def test_search_bad_flags_exit_2_before_loading(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_model_folder(tiny_model, tmp_path_factory):
+    model, tok = tiny_model
+    folder = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.model
+def test_search_with_a_python_verifier_prints_the_result_and_progress(tiny_model_folder, tmp_path, monkeypatch, capsys):
+    import json
+
+    (tmp_path / "my_checks.py").write_text("def score(prompt, text):\n    return min(1.0, len(text) / 50)\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", "Hello", "--model", str(tiny_model_folder), "--reward", "my_checks:score", "--particles", "3",
+            "--max-steps", "3", "--max-step-tokens", "4", "--step-delimiter", "e", "--temperature", "0.8", "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert len(result["particles"]) == 3 and result["answer"] == result["particles"][result["best"]]["text"]
+    assert len(result["ess_history"]) == len(result["temperature_history"]) >= 1
+    assert "[step 1/3] " in captured.err
+    assert main(argv[:5] + ["my_checks:nothing"] + argv[6:]) == 2
+    assert "my_checks has no callable 'nothing'" in capsys.readouterr().err
+
+
+@pytest.mark.model
+def test_search_self_consistency_reports_votes(tiny_model_folder, capsys):
+    argv = ["search", "Hello", "--model", str(tiny_model_folder), "--method", "self-consistency", "--particles", "3",
+            "--max-new-tokens", "4", "--seed", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() and "[self-consistency: " in captured.err

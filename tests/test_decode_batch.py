@@ -31,7 +31,7 @@ def test_rows_joining_and_leaving_match_decoding_alone(tiny_model):
     got = {0: [batch.logits[0]], 1: [batch.logits[1]], 2: [batch.logits[2]]}
     assert batch.mask.shape[1] == 8 and batch.lengths.tolist() == [8, 2, 4]
     batch.advance([feed[0][1], feed[1][0], feed[2][0]])
-    batch.leave([1, 2])  # row a leaves; its columns were the only ones in front, so they are trimmed
+    batch.select([1, 2])  # row a leaves; its columns were the only ones in front, so they are trimmed
     assert batch.mask.shape[1] == 4 + 1 and batch.lengths.tolist() == [3, 5]
     got[1].append(batch.logits[0])
     got[2].append(batch.logits[1])
@@ -52,7 +52,7 @@ def test_repeats_share_a_prefill_and_leave_empties(tiny_model):
     torch.testing.assert_close(batch.logits[0], batch.logits[1])
     with pytest.raises(ValueError, match="one token per row"):
         batch.advance([1, 2])
-    batch.leave([])
+    batch.select([])
     assert len(batch) == 0 and batch.cache is None
     batch.join([[7, 8]])  # an emptied batch starts afresh
     assert len(batch) == 1
@@ -68,3 +68,51 @@ def test_only_plain_dynamic_caches_can_be_merged(tiny_model):
     batch.cache.layers = [object()]
     with pytest.raises(TypeError, match="plain DynamicCache"):
         batch.join([[5]])
+
+
+def test_forked_rows_continue_exactly_as_recomputed_from_scratch(tiny_model):
+    """select() with repeats forks rows: each copy reuses the prefix's cache and then continues on its
+    own; greedy, a copy's tokens and logits equal those of the full sequence prefilled afresh."""
+    model, _ = tiny_model
+    batch = DecodeBatch(model, pad_id=0)
+    batch.join([[5, 6, 7, 8], [9, 10]])
+    batch.advance([11, 12])
+    batch.select([1, 0, 1, 1])  # row 1 forked three times, row 0 once
+    assert batch.lengths.tolist() == [3, 5, 3, 3]
+    history = [[9, 10, 12], [5, 6, 7, 8, 11], [9, 10, 12], [9, 10, 12]]
+    batch.advance([13, 14, 15, 16])  # the copies of row 1 diverge
+    for row, token in enumerate([13, 14, 15, 16]):
+        history[row].append(token)
+    for _ in range(4):  # then greedy
+        tokens = batch.logits.argmax(dim=-1).tolist()
+        for row, token in enumerate(tokens):
+            history[row].append(token)
+        batch.advance(tokens)
+    for row, tokens in enumerate(history):
+        fresh = DecodeBatch(model, pad_id=0)
+        fresh.join([tokens])
+        torch.testing.assert_close(batch.logits[row], fresh.logits[0], rtol=0, atol=1e-5)
+
+
+def test_split_copy_and_extend_keep_every_row_intact(tiny_model):
+    model, _ = tiny_model
+    batch = DecodeBatch(model, pad_id=0)
+    batch.join([[5, 6, 7, 8, 9, 10], [11], [12, 13]])
+    before = batch.logits.clone()
+    twin = batch.copy([2])
+    parked = batch.split([0])  # row 0 moves out; rows 1 and 2 stay, in order
+    assert len(batch) == 2 and len(parked) == 1 and len(twin) == 1
+    assert batch.mask.shape[1] == 2  # the long row's columns left with it
+    torch.testing.assert_close(parked.logits[0], before[0])
+    batch.advance([20, 21])
+    batch.extend(parked)  # back behind the others, left-padded to a common width
+    assert batch.lengths.tolist() == [2, 3, 6] and len(parked) == 1
+    batch.advance([22, 23, 24])
+    for row, tokens in enumerate([[11, 20, 22], [12, 13, 21, 23], [5, 6, 7, 8, 9, 10, 24]]):
+        fresh = DecodeBatch(model, pad_id=0)
+        fresh.join([tokens])
+        torch.testing.assert_close(batch.logits[row], fresh.logits[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(twin.logits[0], before[2])  # a copy is unaffected by the original's steps
+    empty = DecodeBatch(model, pad_id=0)
+    empty.extend(twin)
+    assert len(empty) == 1 and empty.cache is not twin.cache
