@@ -135,7 +135,7 @@ def plot(table: dict, path: Path, title: str = "") -> None:
     import matplotlib.ticker
 
     rewards = [r for r in REWARDS if any(k[1] == r for k in table)]
-    fig, axes = plt.subplots(1, len(rewards), figsize=(6 * len(rewards), 4.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(rewards), figsize=(max(8, 6 * len(rewards)), 4.8), sharey=True, squeeze=False)
     axes = axes[0]
     for ax, reward in zip(axes, rewards):
         for arm, style in [("self-consistency", "k--"), *zip(SEARCH_ARMS, ("C0-", "C1-", "C2-", "C3-"))]:
@@ -143,6 +143,8 @@ def plot(table: dict, path: Path, title: str = "") -> None:
             points = sorted((k[2], v) for k, v in table.items() if k[0] == arm and k[1] == key_reward)
             if points:
                 ax.plot([v["tokens"] for _, v in points], [v["accuracy"] for _, v in points], style, marker="o", label=arm)
+                if arm in SEARCH_ARMS:  # the population's ceiling: some final particle / sample was right
+                    ax.plot([v["tokens"] for _, v in points], [v["any"] for _, v in points], style[:2] + ":", alpha=0.5)
                 for n, v in points:
                     ax.annotate(f"N={n}", (v["tokens"], v["accuracy"]), fontsize=7, textcoords="offset points", xytext=(3, 3))
         greedy = table.get(("greedy", "-", 1))
@@ -157,7 +159,8 @@ def plot(table: dict, path: Path, title: str = "") -> None:
     axes[0].set_ylabel("accuracy")
     problems_counted = next(iter(table.values()))["problems"] if table else 0
     fig.suptitle(f"Search on one-digit addition chains, SmolLM2-135M-Instruct ({problems_counted} problems)"
-                 + (f", {title}" if title else ""))
+                 + (f", {title}" if title else "") + "\nsolid: accuracy of the chosen answer; dotted: some final particle right",
+                 fontsize=10)
     axes[-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
