@@ -20,7 +20,7 @@ from .annealing import Annealing, effective_sample_size, normalised
 from .answers import Extractor, last_number, vote
 from .resampling import METHODS, resample
 from .result import ParticleTrace, SearchResult
-from .rewards import as_reward
+from .rewards import as_reward, positive_int, score_all
 from .stepping import StepDecoder, StepRules, particle_seed
 
 SELECTIONS = ("best", "vote", "weighted_vote")
@@ -35,12 +35,6 @@ def reward_logit(reward: float) -> float:
     """
     r = min(max(reward, _CLIP), 1.0 - _CLIP)
     return math.log(r / (1.0 - r))
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class ParticleFilter:
@@ -81,8 +75,8 @@ particle's length is bounded by ``max_steps · max_step_tokens``). After ``max_s
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.reward = as_reward(reward)
-        self.n_particles = _positive_int("n_particles", n_particles)
-        self.max_steps = _positive_int("max_steps", max_steps)
+        self.n_particles = positive_int("n_particles", n_particles)
+        self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(step_delimiter, str) or not step_delimiter:
             raise ValueError(f"`step_delimiter` must be a non-empty string, got {step_delimiter!r}")
         if resampling not in METHODS:
@@ -104,8 +98,8 @@ particle's length is bounded by ``max_steps · max_step_tokens``). After ``max_s
         self.select, self.extract, self.chat = select, extract, chat
         self.eos = frozenset(eos_ids(model, tokenizer))
         self.rules = StepRules(
-            step_delimiter, _positive_int("max_step_tokens", max_step_tokens),
-            None if max_new_tokens is None else _positive_int("max_new_tokens", max_new_tokens),
+            step_delimiter, positive_int("max_step_tokens", max_step_tokens),
+            None if max_new_tokens is None else positive_int("max_new_tokens", max_new_tokens),
             self.eos, None if finish_pattern is None else re.compile(finish_pattern),
         )
         self.decoder = StepDecoder(tokenizer, self.rules)
@@ -170,10 +164,7 @@ particle's length is bounded by ``max_steps · max_step_tokens``). After ``max_s
 
     def _score(self, prompt: Prompt, particles: Sequence[ParticleTrace], result: SearchResult) -> list[float]:
         result.reward_calls += len(particles)
-        rewards = self.reward.score(prompt, particles)
-        if len(rewards) != len(particles):
-            raise ValueError(f"the reward returned {len(rewards)} scores for {len(particles)} particles")
-        return list(rewards)
+        return score_all(self.reward, prompt, particles)
 
     def _modulate(self, prompt, batch, rows, live, traces, weights, seed, step, result) -> list[float]:
         """Look-ahead Modulation: score one more (discarded) step of every live particle and blend its

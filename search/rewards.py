@@ -136,8 +136,7 @@ class ProcessRewardModel:
             if len(marker) != 1:
                 raise ValueError(f"`step_token` {step_token!r} must be a single token of the PRM's tokenizer; it is {len(marker)}")
             self.step_token_id = marker[0]
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         self.model, self.tokenizer, self.head = model, tokenizer, head
         self.positive_label, self.step_token, self.aggregate = positive_label, step_token, aggregate
         self.template = template or self._default_template
@@ -176,6 +175,21 @@ class ProcessRewardModel:
                 at = (enc["input_ids"][row] == self.step_token_id) & enc["attention_mask"][row].bool()
                 scores.append(self._combine(probabilities[row][at]))
         return [_checked(s, "the process reward model") for s in scores]
+
+
+def score_all(reward: Reward, prompt: Prompt, particles: Sequence[ParticleTrace]) -> list[float]:
+    """``reward.score(prompt, particles)``, checked to hold one score per particle."""
+    scores = list(reward.score(prompt, particles))
+    if len(scores) != len(particles):
+        raise ValueError(f"the reward returned {len(scores)} scores for {len(particles)} particles")
+    return scores
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` if it is an integer >= 1, else a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    return value
 
 
 def as_reward(reward) -> Reward:

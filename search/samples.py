@@ -11,13 +11,7 @@ from ..decoding.prompts import Prompt
 from ..decoding.sampler_spec import SamplerSpec
 from .answers import Extractor, last_number, vote
 from .result import ParticleTrace, SearchResult
-from .rewards import as_reward
-
-
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be an integer >= 1, got {n!r}")
-    return n
+from .rewards import as_reward, positive_int, score_all
 
 
 def sample_answers(
@@ -51,14 +45,12 @@ class BestOfN:
         self, model, tokenizer, reward, n: int = 8, sampler: SamplerSpec = None, max_new_tokens: int = 512, chat: bool = True,
     ) -> None:
         self.model, self.tokenizer, self.reward = model, tokenizer, as_reward(reward)
-        self.n, self.sampler, self.max_new_tokens, self.chat = _check_n(n), sampler, max_new_tokens, chat
+        self.n, self.sampler, self.max_new_tokens, self.chat = positive_int("n", n), sampler, max_new_tokens, chat
 
     def run(self, prompt: Prompt, seed: int = 0) -> SearchResult:
         started = time.perf_counter()
         traces, tokens = sample_answers(self.model, self.tokenizer, prompt, self.n, self.sampler, self.max_new_tokens, seed, self.chat)
-        rewards = self.reward.score(prompt, traces)
-        if len(rewards) != len(traces):
-            raise ValueError(f"the reward returned {len(rewards)} scores for {len(traces)} answers")
+        rewards = score_all(self.reward, prompt, traces)
         for trace, r in zip(traces, rewards):
             trace.rewards.append(r)
         best = max(range(len(traces)), key=lambda k: rewards[k])
@@ -84,7 +76,7 @@ class SelfConsistency:
         extract: Extractor = last_number, chat: bool = True,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.n, self.sampler, self.max_new_tokens, self.extract, self.chat = _check_n(n), sampler, max_new_tokens, extract, chat
+        self.n, self.sampler, self.max_new_tokens, self.extract, self.chat = positive_int("n", n), sampler, max_new_tokens, extract, chat
 
     def run(self, prompt: Prompt, seed: int = 0) -> SearchResult:
         started = time.perf_counter()
