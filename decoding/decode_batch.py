@@ -148,13 +148,6 @@ class DecodeBatch:
         twin._trim()
         return twin
 
-    def split(self, rows: Sequence[int]) -> DecodeBatch:
-        """Move the rows at positions ``rows`` into a new batch (returned); the others stay, in order."""
-        moved = self.copy(rows)
-        leaving = set(rows)
-        self.select([k for k in range(len(self)) if k not in leaving])
-        return moved
-
     def _trim(self) -> None:
         """Drop leading columns that are padding in every row (left by rows that left), so long-running
         batches do not carry dead cache."""

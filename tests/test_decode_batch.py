@@ -94,13 +94,14 @@ def test_forked_rows_continue_exactly_as_recomputed_from_scratch(tiny_model):
         torch.testing.assert_close(batch.logits[row], fresh.logits[0], rtol=0, atol=1e-5)
 
 
-def test_split_copy_and_extend_keep_every_row_intact(tiny_model):
+def test_copy_select_and_extend_keep_every_row_intact(tiny_model):
     model, _ = tiny_model
     batch = DecodeBatch(model, pad_id=0)
     batch.join([[5, 6, 7, 8, 9, 10], [11], [12, 13]])
     before = batch.logits.clone()
     twin = batch.copy([2])
-    parked = batch.split([0])  # row 0 moves out; rows 1 and 2 stay, in order
+    parked = batch.copy([0])  # row 0 is parked out of the batch; rows 1 and 2 stay, in order
+    batch.select([1, 2])
     assert len(batch) == 2 and len(parked) == 1 and len(twin) == 1
     assert batch.mask.shape[1] == 2  # the long row's columns left with it
     torch.testing.assert_close(parked.logits[0], before[0])
