@@ -12,7 +12,7 @@ from .continuation import Continuation, check_drawable, eos_ids, pad_id
 from .decode_batch import DecodeBatch
 from .draw import as_seed_tensor
 from .fused import Draw, greedy_draw
-from .prompts import Prompt, encode_prompt, normalise_prompts
+from .prompts import Prompt, check_fits, encode_prompt, normalise_prompts
 from .result import GenerationResult, StreamEvent
 from .row_samplers import RowSamplers
 from .sampler_spec import SamplerSpec, resolve_sampler
@@ -110,12 +110,7 @@ def generate(
     for position, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"prompt {position} is empty: it encodes to no tokens")
-    limit = getattr(model.config, "max_position_embeddings", None)
-    longest = max(len(ids) for ids in encoded)
-    if limit is not None and longest + max_new_tokens > limit:
-        raise ValueError(
-            f"prompt length {longest} + max_new_tokens {max_new_tokens} exceeds the model's context of {limit} tokens"
-        )
+    check_fits(model, max(len(ids) for ids in encoded), max_new_tokens, f"max_new_tokens {max_new_tokens}")
     events = _decode(model, tokenizer, encoded, n, chain, max_new_tokens, stops, seeds, ignore_eos)
     if stream:
         return GenerationStream(events)

@@ -44,6 +44,14 @@ def encode_prompt(tokenizer, prompt: Prompt, chat: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def check_fits(model, prompt_length: int, new_tokens: int, budget: str) -> None:
+    """Raise if ``prompt_length + new_tokens`` exceeds the model's context; ``budget`` names where
+    ``new_tokens`` comes from in the message."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and prompt_length + new_tokens > limit:
+        raise ValueError(f"prompt length {prompt_length} + {budget} exceeds the model's context of {limit} tokens")
+
+
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` with every row right-aligned, as causal decoding needs."""
     width = max(len(r) for r in rows)

@@ -13,15 +13,14 @@ import torch
 from ..decoding.chain import SamplerChain
 from ..decoding.continuation import eos_ids, pad_id
 from ..decoding.decode_batch import DecodeBatch
-from ..decoding.processors import Temperature
-from ..decoding.prompts import Prompt, encode_prompt
+from ..decoding.prompts import Prompt, check_fits, encode_prompt
 from ..decoding.sampler_spec import SamplerSpec, resolve_sampler
 from .annealing import Annealing, effective_sample_size, normalised
 from .answers import Extractor, last_number, vote
 from .resampling import METHODS, resample
 from .result import ParticleTrace, SearchResult
 from .rewards import as_reward, positive_int, score_all
-from .stepping import StepDecoder, StepRules, particle_seed
+from .stepping import StepDecoder, StepRules, particle_seed, search_sampler
 
 SELECTIONS = ("best", "vote", "weighted_vote")
 _CLIP = 1e-7
@@ -87,8 +86,8 @@ particle's length is bounded by ``max_steps · max_step_tokens``). After ``max_s
             raise ValueError(f"`lookahead_weight` must be in [0, 1], got {lookahead_weight!r}")
         if select not in SELECTIONS:
             raise ValueError(f"`select` must be one of {', '.join(SELECTIONS)}, got {select!r}")
-        chain = resolve_sampler(sampler) if sampler is not None else SamplerChain([Temperature(1.0)])
-        if chain is not None and not isinstance(chain, SamplerChain):
+        chain = resolve_sampler(search_sampler(sampler))
+        if not isinstance(chain, SamplerChain):
             raise TypeError("`sampler` must be one sampler for every particle (a chain, processors or a preset), not RowSamplers")
         self.sampler = chain
         self.lookahead_sampler = resolve_sampler(lookahead_sampler)
@@ -151,15 +150,10 @@ particle's length is bounded by ``max_steps · max_step_tokens``). After ``max_s
         ids = encode_prompt(self.tokenizer, prompt, self.chat)
         if not ids:
             raise ValueError("the prompt is empty: it encodes to no tokens")
-        limit = getattr(self.model.config, "max_position_embeddings", None)
         longest = self.max_steps * self.rules.max_step_tokens
         if self.rules.max_new_tokens is not None:
             longest = min(longest, self.rules.max_new_tokens)
-        if limit is not None and len(ids) + longest > limit:
-            raise ValueError(
-                f"prompt length {len(ids)} + up to {longest} new tokens (max_steps · max_step_tokens, or max_new_tokens) "
-                f"exceeds the model's context of {limit} tokens"
-            )
+        check_fits(self.model, len(ids), longest, f"up to {longest} new tokens (max_steps · max_step_tokens, or max_new_tokens)")
         return ids
 
     def _score(self, prompt: Prompt, particles: Sequence[ParticleTrace], result: SearchResult) -> list[float]:

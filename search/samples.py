@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 from ..decoding.generate import generate
-from ..decoding.processors import Temperature
 from ..decoding.prompts import Prompt
 from ..decoding.sampler_spec import SamplerSpec
 from .answers import Extractor, last_number, vote
 from .result import ParticleTrace, SearchResult
 from .rewards import as_reward, positive_int, score_all
+from .stepping import search_sampler
 
 
 def sample_answers(
@@ -20,7 +20,7 @@ def sample_answers(
     """``n`` complete answers to ``prompt`` (one prefill, ``n`` rows) as traces of a single step each,
     and the number of tokens generated."""
     out = generate(
-        model, tokenizer, prompt, sampler=sampler if sampler is not None else [Temperature(1.0)],
+        model, tokenizer, prompt, sampler=search_sampler(sampler),
         max_new_tokens=max_new_tokens, seed=seed, chat=chat, n=n,
     )
     traces = [

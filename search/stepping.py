@@ -22,6 +22,8 @@ from ..decoding.continuation import check_drawable
 from ..decoding.decode_batch import DecodeBatch
 from ..decoding.draw import as_seed_tensor
 from ..decoding.generate import draw_step
+from ..decoding.processors import Temperature
+from ..decoding.sampler_spec import SamplerSpec
 from ..decoding.text_stream import IncrementalDetokenizer
 from .result import ParticleTrace
 
@@ -39,6 +41,12 @@ def step_complete(text: str, delimiter: str) -> bool:
             return True
         at = text.find(delimiter, at + 1)
     return False
+
+
+def search_sampler(sampler: SamplerSpec) -> SamplerSpec:
+    """The sampler a search draws with: ``sampler``, or the model's own distribution (temperature 1)
+    when it is ``None`` (greedy would make every particle the same)."""
+    return [Temperature(1.0)] if sampler is None else sampler
 
 
 def particle_seed(seed: int, step: int, particle: int) -> int:
