@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from transformers import LogitsProcessor
 
 from ..search.cli import add_search_command, run_search_command
+from ..train.cli import add_train_command, run_train_command
 
 from .chain import SamplerChain
 from .presets import available_presets, load_preset, preset_description
@@ -156,16 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_serve(commands)
     add_search_command(commands)
+    add_train_command(commands)
     commands.add_parser("presets", help="list the shipped sampler presets")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"generate": _run_generate, "serve": _run_serve, "search": run_search_command, "presets": _run_presets}
+    runners = {"generate": _run_generate, "serve": _run_serve, "search": run_search_command, "train": run_train_command,
+               "presets": _run_presets}
     try:
         return runners[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
         print(f"entrodec: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -173,3 +173,10 @@ def load_model(
         folder, local_files_only=True, dtype=torch_dtype or (torch.float32 if target.type == "cpu" else "auto")
     )
     return model.to(target).eval(), tokenizer
+
+
+def load_tokenizer(name: str | os.PathLike | None = None):
+    """Only the tokenizer of :func:`load_model`'s ``name`` (the default model's when ``None``), offline."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_local_folder_for(name), local_files_only=True)

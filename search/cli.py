@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import codecs
 import dataclasses
-import importlib
 import json
 import sys
 
+from ..decoding.callables import load_callable
 from .particle_filter import SELECTIONS
 from .resampling import METHODS
 from .annealing import SCHEDULES
@@ -67,17 +67,9 @@ def load_reward(spec: str, args: argparse.Namespace):
         except OSError as error:
             raise FileNotFoundError(f"--reward prm:{path}: no reward model there ({error})") from None
         return ProcessRewardModel(model, tokenizer, head=args.prm_head, step_token=args.prm_step_token)
-    module_name, _, function = spec.partition(":")
-    if not module_name or not function:
+    if ":" not in spec.strip(":"):
         raise ValueError(f"--reward must be {_REWARD_FORMS}, got {spec!r}")
-    sys.path.insert(0, "")  # modules in the working directory
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(f"--reward {spec}: cannot import {module_name!r} ({error})") from None
-    if not callable(getattr(module, function, None)):
-        raise ValueError(f"--reward {spec}: {module_name} has no callable {function!r}")
-    return StepVerifier(getattr(module, function))
+    return StepVerifier(load_callable(spec, "--reward"))
 
 
 def _searcher(args: argparse.Namespace, model, tokenizer, chain):

@@ -9,12 +9,13 @@ import pytest
 import entrodec.decoding
 import entrodec.search
 import entrodec.serve
+import entrodec.train
 
 SERVER_URL = "http://127.0.0.1:8000/v1"  # what the README's client snippets talk to
 
 
 def _modules():
-    for package in (entrodec.decoding, entrodec.search, entrodec.serve):
+    for package in (entrodec.decoding, entrodec.search, entrodec.serve, entrodec.train):
         yield package
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if not info.name.endswith(".cli"):

@@ -148,6 +148,12 @@ class EntropyTemperature(LogitsProcessor):
         ``None`` returns to the per-row rolling windows."""
         self._statistics = None if entropies is None else HapoStatistics.from_entropies(entropies.flatten(), self.pivot)
 
+    @property
+    def stateless(self) -> bool:
+        """Whether the temperature is a function of the current logits alone (not of rolling windows):
+        always for dynatemp and edt, for hapo once :meth:`set_statistics` fixed its statistics."""
+        return self.kind != "hapo" or self._statistics is not None
+
     def _is_new_generation(self, input_ids: torch.LongTensor | None, batch: int) -> bool:
         # A different batch, or a sequence that did not grow by one token, starts empty windows;
         # without input_ids, consecutive calls on the same batch size continue.
