@@ -12,7 +12,7 @@ interrupted benchmark picks up where it stopped. At the end: bench/out/train_ent
 
     python bench/train_entropy.py                     # all arms, --steps each
     python bench/train_entropy.py --arms none,clip-cov
-    python bench/train_entropy.py --replot
+    python bench/train_entropy.py --replot --evaluate   # + every final model on one shared prompt set
 """
 
 from __future__ import annotations
@@ -86,6 +86,26 @@ def run_arm(arm: str, args) -> list[dict]:
     return trainer.run(steps=args.steps, resume=resume)
 
 
+def evaluate_final(arm: str, args) -> dict:
+    """The arm's final model on one fixed prompt set shared by every arm (the per-step numbers above
+    come from each step's own prompts): mean token entropy, kept-set size and reward."""
+    from entrodec.decoding import load_model
+    from entrodec.train.rollout import roll_out
+    from entrodec.train.tasks import make_task
+    from entrodec.train.trainer import _chain
+
+    config = arm_config("none", args)  # the plain rollout sampler for every arm
+    model, tokenizer = load_model(None if arm == "base" else str(OUT / f"train_entropy_{args.task}" / arm / "model"))
+    task = make_task(**config["task"])
+    examples = task.examples(10_000, 0, args.eval_prompts)
+    rollouts = roll_out(model, tokenizer, task, examples, _chain(config["sampler"]), 4, config["rollout"]["max_new_tokens"],
+                        list(range(len(examples))))
+    entropies = [h for row in rollouts.entropy for h in row]
+    kept = [k for row in rollouts.kept for k in row]
+    return {"final_entropy": statistics.mean(entropies), "final_kept": statistics.mean(kept),
+            "final_reward": float(rollouts.rewards.mean())}
+
+
 def summarise(runs: dict[str, list[dict]], window: int) -> dict:
     table = {}
     for arm, records in runs.items():
@@ -126,6 +146,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--window", type=int, default=4, help="steps averaged for first/last")
     parser.add_argument("--replot", action="store_true", help="only rebuild the table and plot from saved runs")
+    parser.add_argument("--evaluate", action="store_true", help="also score each arm's final model on one shared prompt set")
+    parser.add_argument("--eval-prompts", type=int, default=16)
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     for arm in arms:
@@ -140,14 +162,27 @@ def main() -> None:
     runs = {arm: records for arm, records in runs.items() if records}
     table = summarise(runs, args.window)
     print_table(table, args.window)
+    if args.evaluate:  # "base": the untrained model, for reference
+        table["base"] = evaluate_final("base", args)
+        print(f"{'base':16s} untrained model: entropy {table['base']['final_entropy']:.3f}, kept {table['base']['final_kept']:.1f}, "
+              f"reward {table['base']['final_reward']:.3f}")
+        for arm in runs:
+            table[arm].update(evaluate_final(arm, args))
+            print(f"{arm:16s} final model on {args.eval_prompts} shared prompts × 4: entropy {table[arm]['final_entropy']:.3f}, "
+                  f"kept {table[arm]['final_kept']:.1f}, reward {table[arm]['final_reward']:.3f}")
     OUT.mkdir(exist_ok=True)
     name = f"train_entropy_{args.task}"
+    command = "python bench/train_entropy.py " + " ".join(sys.argv[1:])
+    wall_s = time.time() - started
+    if args.replot and (OUT / f"{name}.json").is_file():  # keep the command and time that trained the arms
+        saved = json.loads((OUT / f"{name}.json").read_text())
+        command, wall_s = saved["command"].split("; then ")[0] + f"; then {command}", saved["wall_s"]
     (OUT / f"{name}.json").write_text(json.dumps({
-        "command": "python bench/train_entropy.py " + " ".join(sys.argv[1:]),
+        "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
         "config": {arm: arm_config(arm, args) for arm in runs},
         "table": table,
-        "wall_s": time.time() - started,
+        "wall_s": wall_s,
     }, indent=1))
     plot_runs(runs, OUT / f"{name}.png",
               title=f"GRPO on {args.task}, SmolLM2-135M-Instruct, lr {args.lr:g}: entropy control arms")

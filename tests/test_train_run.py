@@ -163,6 +163,13 @@ def test_kl_cov_on_policy_warns(tiny, tmp_path):
                 model=model, tokenizer=tok, progress=False)
 
 
+def test_target_entropy_needs_two_prompts_before_loading_anything(tmp_path):
+    config = tiny_config(entropy_control={"method": "target-entropy", "target": 1.0}, rollout={"prompts_per_step": 1})
+    with pytest.raises(ValueError, match="target-entropy needs `prompts_per_step` >= 2"):
+        Trainer(config, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
 def test_same_seed_same_run(tmp_path):
     runs = []
     for name in ("a", "b"):

@@ -113,6 +113,10 @@ class EntropyControl:
         """Temperature of an auxiliary rollout this step (target entropy), or ``None``."""
         return None
 
+    def auxiliary_prompts(self, prompts: int) -> int:
+        """How many of a step's ``prompts`` go to the auxiliary rollout (none without target entropy)."""
+        return 0
+
     def after_step(self, entropy_mean: float) -> None:
         """Adapt to the mean token entropy (nats) of the step's rollouts."""
 

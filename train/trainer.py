@@ -25,7 +25,7 @@ from ..decoding.presets import chain_from_config
 from . import distributed
 from .checkpoint import append_metrics, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from .config import TrainConfig, config_from_dict
-from .entropy_control import EntropyControl, TargetEntropy, TokenStats, aepo_advantages, make_control, policy_loss
+from .entropy_control import EntropyControl, TokenStats, aepo_advantages, make_control, policy_loss
 from .logprobs import check_recomputable, forward_logits, processed_logprobs, token_entropy, token_logprobs
 from .models import build_model
 from .objective import aggregate, group_advantages, k3_kl, masked_mean
@@ -70,6 +70,7 @@ class Trainer:
         if config.behaviour.mode == "recompute":
             check_recomputable(self.chain)
         self.control: EntropyControl = make_control(**config.entropy_control)
+        self.control.auxiliary_prompts(config.rollout.prompts_per_step)  # fails now, not at the first step
         for message in self.control.warnings(config.updates_per_rollout):
             warnings.warn(message, stacklevel=2)
         if model is None:
@@ -168,7 +169,7 @@ class Trainer:
             for processor in self.hapo:
                 processor.set_statistics(torch.tensor(self.previous_entropies))
         temperature = self.control.rollout_temperature()
-        aux = self.control.auxiliary_prompts(len(examples)) if isinstance(self.control, TargetEntropy) else 0
+        aux = self.control.auxiliary_prompts(len(examples))
         self.auxiliary_temperature = float(temperature) if aux else 0.0
         model = self.model.eval()
         group, limit = cfg.rollout.group_size, cfg.rollout.max_new_tokens
