@@ -3,6 +3,8 @@
 ``torchrun --nproc_per_node=2 -m entrodec.decoding.cli train ...`` sets ``RANK``/``WORLD_SIZE``; the
 trainer then wraps its model in DistributedDataParallel (gloo on CPU, NCCL on GPU), each rank rolls
 out its own prompts, gradients are averaged, and rank 0 alone writes metrics and checkpoints.
+With ``token-mean`` each rank normalises by its own token count before the gradients are averaged (the
+usual DDP reading, not one global token mean); metrics are averaged over ranks.
 """
 
 from __future__ import annotations

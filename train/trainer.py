@@ -6,6 +6,7 @@ Read :meth:`Trainer.step` top to bottom for the whole algorithm.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import sys
@@ -25,7 +26,7 @@ from ..decoding.presets import chain_from_config
 from . import distributed
 from .checkpoint import append_metrics, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from .config import TrainConfig, config_from_dict
-from .entropy_control import EntropyControl, TokenStats, aepo_advantages, make_control, policy_loss
+from .entropy_control import EntropyControl, TokenPlan, TokenStats, aepo_advantages, make_control, policy_loss
 from .logprobs import check_recomputable, forward_logits, processed_logprobs, token_entropy, token_logprobs
 from .models import build_model
 from .objective import aggregate, group_advantages, k3_kl, masked_mean
@@ -259,13 +260,12 @@ class Trainer:
         return {key: _mean(values) for key, values in totals.items()}
 
     def _sync(self, last: bool):
-        import contextlib
-
+        """DDP averages gradients on the last micro-batch of an update only."""
         if self.trained is self.model or last:
             return contextlib.nullcontext()
         return self.trained.no_sync()
 
-    def _micro_step(self, part: TokenBatch, mini_stats: TokenStats, mini_plan, micro: torch.Tensor, is_weight: torch.Tensor,
+    def _micro_step(self, part: TokenBatch, mini_stats: TokenStats, mini_plan: TokenPlan, micro: torch.Tensor, is_weight: torch.Tensor,
                     ref_logp: torch.Tensor | None, normaliser: float, rows: int) -> dict[str, float]:
         """Forward, loss and backward of one micro-batch; its share of the mini-batch's loss."""
         cfg = self.config
@@ -278,7 +278,6 @@ class Trainer:
             per_token = per_token + cfg.loss.kl_coef * kl
         mask = plan.loss_mask & support
         loss = aggregate(per_token, mask, cfg.loss.aggregation, normaliser, rows)
-        entropy = None
         if self.control.bonus() > 0:
             entropy = token_entropy(logits)
             loss = loss - self.control.bonus() * aggregate(entropy, mask, cfg.loss.aggregation, normaliser, rows)
