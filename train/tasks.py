@@ -110,12 +110,14 @@ class PromptFile:
         self.score = load_callable(reward, "`reward`") if isinstance(reward, str) else reward
 
     def examples(self, seed: int, step: int, count: int) -> list[Example]:
+        orders: dict[int, list[int]] = {}  # one shuffle per epoch the step touches, not one per example
         out = []
         for k in range(step * count, (step + 1) * count):
             epoch, position = divmod(k, len(self.items))
-            order = list(range(len(self.items)))
-            random.Random(f"{seed}/epoch{epoch}").shuffle(order)
-            out.append(self.items[order[position]])
+            if epoch not in orders:
+                orders[epoch] = list(range(len(self.items)))
+                random.Random(f"{seed}/epoch{epoch}").shuffle(orders[epoch])
+            out.append(self.items[orders[epoch][position]])
         return out
 
     def reward(self, example: Example, completion: str) -> float:
