@@ -12,7 +12,8 @@ from ..search.cli import add_search_command, run_search_command
 from ..train.cli import add_train_command, run_train_command
 
 from .chain import SamplerChain
-from .presets import available_presets, load_preset, preset_description
+from .presets import available_presets, load_preset, preset_description, preset_switch
+from .switch_spec import build_switch, check_switch_config
 from .processors import MinP, Temperature, TopH, TopK, TopP
 
 # transformers' order when sampling (temperature first) and llama.cpp's (temperature last).
@@ -39,6 +40,24 @@ def chain_from_flags(args: argparse.Namespace) -> SamplerChain | None:
         return load_preset(args.preset)
     processors: list[LogitsProcessor] = [makers[name]() for name in given]
     return SamplerChain(processors) if processors else None
+
+
+def switch_config_from_flags(args: argparse.Namespace) -> dict | None:
+    """The ``switch:`` settings the flags (or the preset's ``switch:`` section) ask for; ``None`` for none."""
+    flags = {"threshold_bits": args.switch_threshold, "window": args.switch_window, "min_dwell": args.switch_dwell,
+             "entropy_of": args.switch_entropy_of}
+    given = {k: v for k, v in flags.items() if v is not None}
+    base = preset_switch(args.preset) if args.preset is not None else None
+    if args.switch is None and base is None:
+        if given:
+            raise ValueError("--switch-threshold, --switch-window, --switch-dwell and --switch-entropy-of need --switch SMALL")
+        return None
+    config = dict(base or {})
+    if args.switch is not None:
+        config["small"] = args.switch
+    if "threshold_bits" not in config and args.switch_threshold is None:
+        raise ValueError("--switch needs --switch-threshold BITS: the rolling entropy at which the large model takes over")
+    return check_switch_config({**config, **given}, "switch flags")
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
@@ -74,6 +93,16 @@ def _add_generate(commands) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable); cut from the output")
     p.add_argument("--raw", action="store_true", help="use the prompt as raw text instead of a chat message")
     p.add_argument("--stats", action="store_true", help="print tokens/s, mean entropy and mean kept-set size to stderr")
+    g = p.add_argument_group("model switching (EAD): a small model writes while the rolling entropy stays low")
+    g.add_argument("--switch", default=None, metavar="SMALL",
+                   help="the small model: a model name/folder/.gguf, or draft:L[:N] for the first L layers of --model "
+                        "distilled on N tokens of its own text (made once, then cached)")
+    g.add_argument("--switch-threshold", type=float, default=None, metavar="BITS",
+                   help="rolling-mean entropy in bits at which the large model takes over (needed with --switch)")
+    g.add_argument("--switch-window", type=int, default=None, help="tokens in the rolling mean (default 5)")
+    g.add_argument("--switch-dwell", type=int, default=None, help="tokens a model writes before the next switch (default 10)")
+    g.add_argument("--switch-entropy-of", choices=["active", "small"], default=None,
+                   help="whose entropy drives the rule: the writing model (default) or always the small one")
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -81,10 +110,12 @@ def _run_generate(args: argparse.Namespace) -> int:
     from .loading import load_model
 
     chain = chain_from_flags(args)  # validate flags before spending seconds loading the model
+    switch_config = switch_config_from_flags(args)
     model, tokenizer = load_model(args.model)
+    switch = None if switch_config is None else build_switch(switch_config, model, tokenizer)
     stream = generate(
         model, tokenizer, args.prompt, sampler=chain, max_new_tokens=args.max_new_tokens, stop=args.stop,
-        seed=args.seed, stream=True, chat=not args.raw,
+        seed=args.seed, stream=True, chat=not args.raw, switch=switch,
     )
     for event in stream:
         sys.stdout.write(event.text)
@@ -100,6 +131,12 @@ def _run_generate(args: argparse.Namespace) -> int:
             f"sampler {chain!r}]",
             file=sys.stderr,
         )
+        summary = result.switch_summary()
+        if summary is not None:
+            print(f"[switching: {summary['large_fraction']:.0%} of tokens from the large model, estimated cost "
+                  f"{summary['cost']:.2f} per position and {summary['cost_passes']:.2f} per pass of the large model "
+                  f"alone, catch-up tokens {summary['catch_up_large']} large / {summary['catch_up_small']} small]",
+                  file=sys.stderr)
     return 0
 
 

@@ -158,19 +158,41 @@ class DecodeBatch:
             layer.keys, layer.values = layer.keys[:, :, dead:, :], layer.values[:, :, dead:, :]
         self.sequences, self.mask = self.sequences[:, dead:], self.mask[:, dead:]
 
-    @torch.inference_mode()
     def advance(self, tokens: Sequence[int]) -> None:
         """Feed one new token per row and compute the next logits."""
         if len(tokens) != len(self):
             raise ValueError(f"advance() needs one token per row: {len(tokens)} tokens for {len(self)} rows")
-        next_tokens = torch.tensor(list(tokens), device=self.device).view(-1, 1)
-        self.sequences = torch.cat([self.sequences, next_tokens], dim=1)
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-        self.positions = self.positions + 1
-        self.lengths = self.lengths + 1
+        self.feed([[token] for token in tokens])
+
+    @torch.inference_mode()
+    def feed(self, tokens: Sequence[Sequence[int]]) -> None:
+        """Feed each row its own new tokens in one forward pass and compute the next logits.
+
+        Rows may get different numbers of tokens (model switching catches a row up on the tokens it
+        missed while others take one): shorter runs are padded before their tokens and the padding is
+        masked out, so every row still sees exactly its own tokens at its own positions. A row given
+        no tokens keeps its logits. ``sequences`` then holds that padding inside a row."""
+        if len(tokens) != len(self):
+            raise ValueError(f"feed() needs one token list per row: {len(tokens)} lists for {len(self)} rows")
+        counts = torch.tensor([len(run) for run in tokens], dtype=torch.long)
+        if int(counts.max()) == 0:
+            return
+        if bool((counts == counts[0]).all()):  # the usual decoding step: no padding to build
+            new_tokens = torch.tensor([list(run) for run in tokens], dtype=torch.long, device=self.device)
+            new_mask = torch.ones_like(new_tokens)
+        else:
+            new_tokens, new_mask = left_pad(tokens, self.pad_id, self.device)
+        # Padding takes the row's last position: it is masked, so the value only has to be valid.
+        positions = self.positions + new_mask.cumsum(dim=1)
+        self.sequences = torch.cat([self.sequences, new_tokens], dim=1)
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        self.lengths = self.lengths + counts
         out = self.model(
-            input_ids=next_tokens, attention_mask=self.mask, position_ids=self.positions,
-            past_key_values=self.cache, use_cache=True,
+            input_ids=new_tokens, attention_mask=self.mask, position_ids=positions,
+            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
         )
         self.cache = out.past_key_values
-        self.logits = out.logits[:, -1, :]
+        self.positions = positions[:, -1:]
+        fed = (counts > 0).to(self.device)
+        logits = out.logits[:, -1, :]
+        self.logits = logits if bool(fed.all()) else torch.where(fed[:, None], logits, self.logits)

@@ -16,6 +16,8 @@ from .prompts import Prompt, check_fits, encode_prompt, normalise_prompts
 from .result import GenerationResult, StreamEvent
 from .row_samplers import RowSamplers
 from .sampler_spec import SamplerSpec, resolve_sampler
+from .switch import ModelSwitch
+from .switch_batch import SwitchingBatch
 
 
 def _check_stop(stop: str | Sequence[str] | None) -> list[str]:
@@ -68,6 +70,7 @@ def generate(
     chat: bool = False,
     ignore_eos: bool = False,
     n: int = 1,
+    switch: ModelSwitch | None = None,
 ) -> GenerationResult | GenerationStream:
     """Generate continuations for a batch of prompts.
 
@@ -88,6 +91,9 @@ def generate(
         ignore_eos: keep generating past end-of-sequence tokens (for benchmarks).
         n: samples per prompt. Each prompt is run through the model once and its cache shared by its
             samples; the result has ``len(prompts) · n`` rows, the samples of each prompt together.
+        switch: a :class:`ModelSwitch` to let its small model write the low-entropy stretches and
+            ``model`` the rest; ``result.switching`` then tells which model wrote each token and what it
+            cost.
 
     Example:
         >>> from entrodec.decoding import load_model, generate, Temperature, TopH  # doctest: +SKIP
@@ -110,8 +116,14 @@ def generate(
     for position, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"prompt {position} is empty: it encodes to no tokens")
-    check_fits(model, max(len(ids) for ids in encoded), max_new_tokens, f"max_new_tokens {max_new_tokens}")
-    events = _decode(model, tokenizer, encoded, n, chain, max_new_tokens, stops, seeds, ignore_eos)
+    longest = max(len(ids) for ids in encoded)
+    check_fits(model, longest, max_new_tokens, f"max_new_tokens {max_new_tokens}")
+    if switch is not None:
+        if not isinstance(switch, ModelSwitch):
+            raise TypeError(f"`switch` must be a ModelSwitch, got {type(switch).__name__}")
+        switch.check_compatible(model, tokenizer)
+        check_fits(switch.small_model, longest, max_new_tokens, f"max_new_tokens {max_new_tokens} (small model)")
+    events = _decode(model, tokenizer, encoded, n, chain, max_new_tokens, stops, seeds, ignore_eos, switch)
     if stream:
         return GenerationStream(events)
     for item in events:
@@ -128,10 +140,11 @@ def draw_step(sampler: SamplerChain | RowSamplers | None, sequences: torch.Tenso
 
 def _decode(
     model, tokenizer, encoded: list[list[int]], n: int, chain: SamplerChain | None, max_new_tokens: int,
-    stops: list[str], seeds: list[int], ignore_eos: bool,
+    stops: list[str], seeds: list[int], ignore_eos: bool, switch: ModelSwitch | None,
 ) -> Iterator[StreamEvent | GenerationResult]:
     eos = set() if ignore_eos else eos_ids(model, tokenizer)
-    batch = DecodeBatch(model, pad_id(tokenizer, eos))
+    pad = pad_id(tokenizer, eos)
+    batch = DecodeBatch(model, pad) if switch is None else SwitchingBatch(model, switch, pad)
     row_seeds = as_seed_tensor(seeds, len(seeds), batch.device)
     state = [Continuation(tokenizer, stops) for _ in seeds]
     started = time.perf_counter()
@@ -142,6 +155,8 @@ def _decode(
             tokens, telemetry = draw_step(chain, batch.sequences, batch.logits, row_seeds, step)
         check_drawable(telemetry, active)
         chosen = tokens.tolist()
+        if isinstance(batch, SwitchingBatch):  # before finished rows leave: their last token is recorded too
+            batch.observe(chosen)
         last = step == max_new_tokens - 1
         for k, i in enumerate(active):
             text = state[i].add(chosen[k], telemetry, k, chosen[k] in eos, last)
@@ -165,4 +180,5 @@ def _decode(
         prompt_tokens=[len(ids) for ids in encoded for _ in range(n)],
         seeds=seeds,
         elapsed_s=time.perf_counter() - started,
+        switching=batch.report() if isinstance(batch, SwitchingBatch) else None,
     )

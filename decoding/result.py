@@ -21,6 +21,48 @@ class RowTelemetry:
 
 
 @dataclass
+class RowSwitching:
+    """What model switching did for one row (``generate(..., switch=ModelSwitch(...))``).
+
+    ``models`` and ``rolling_entropy_bits`` have one entry per generated token: the model whose logits
+    it was drawn from (``"small"`` or ``"large"``) and the rolling mean entropy (bits) the rule compared
+    after it. The per-model counters are ``positions`` (next-token distributions computed for the row:
+    the prompt's end and every generated token fed), ``catch_up_tokens`` (tokens fed that were
+    written while the model was inactive) and ``passes`` (forward passes that held the row);
+    ``parameters`` are the models' parameter counts.
+    """
+
+    models: list[str] = field(default_factory=list)
+    rolling_entropy_bits: list[float] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=lambda: {"small": 0, "large": 0})
+    catch_up_tokens: dict[str, int] = field(default_factory=lambda: {"small": 0, "large": 0})
+    passes: dict[str, int] = field(default_factory=lambda: {"small": 0, "large": 0})
+    parameters: dict[str, int] = field(default_factory=lambda: {"small": 0, "large": 0})
+
+    @property
+    def large_fraction(self) -> float:
+        """Share of the row's tokens drawn from the large model's logits."""
+        return self.models.count("large") / len(self.models) if self.models else 0.0
+
+    def weighted(self, counter: str) -> float:
+        """Parameter-weighted ``positions`` or ``passes``: ``Σ_m P_m · count_m``."""
+        counts = getattr(self, counter)
+        return float(sum(self.parameters[m] * counts[m] for m in counts))
+
+    @property
+    def cost(self) -> float:
+        """Estimated compute relative to the large model alone, catch-up included:
+        ``Σ_m P_m · positions_m / (P_large · tokens)`` (the large model alone computes one position per token)."""
+        return self.weighted("positions") / (self.parameters["large"] * len(self.models)) if self.models else 0.0
+
+    @property
+    def cost_passes(self) -> float:
+        """The same per forward pass instead of per position: decoding at small batch reads the weights
+        once per pass, however many catch-up tokens the pass holds."""
+        return self.weighted("passes") / (self.parameters["large"] * len(self.models)) if self.models else 0.0
+
+
+@dataclass
 class GenerationResult:
     """The outcome of one ``generate()`` call, one entry per prompt.
 
@@ -35,6 +77,7 @@ class GenerationResult:
     prompt_tokens: list[int]
     seeds: list[int]
     elapsed_s: float
+    switching: list[RowSwitching] | None = None
 
     @property
     def entropies(self) -> list[list[float]]:
@@ -44,6 +87,22 @@ class GenerationResult:
     @property
     def generated_tokens(self) -> int:
         return sum(len(ids) for ids in self.token_ids)
+
+    def switch_summary(self) -> dict[str, float] | None:
+        """Model switching over all rows (``None`` without ``switch=``): ``large_fraction`` of the tokens,
+        ``cost`` and ``cost_passes`` relative to the large model alone, and ``catch_up_tokens`` per model."""
+        if self.switching is None:
+            return None
+        rows = self.switching
+        tokens = sum(len(r.models) for r in rows)
+        big = rows[0].parameters["large"] * tokens if rows else 0
+        return {
+            "large_fraction": sum(r.models.count("large") for r in rows) / tokens if tokens else 0.0,
+            "cost": sum(r.weighted("positions") for r in rows) / big if big else 0.0,
+            "cost_passes": sum(r.weighted("passes") for r in rows) / big if big else 0.0,
+            "catch_up_small": sum(r.catch_up_tokens["small"] for r in rows),
+            "catch_up_large": sum(r.catch_up_tokens["large"] for r in rows),
+        }
 
     @property
     def tokens_per_second(self) -> float:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -41,3 +43,20 @@ def numba_cache_in(path: Path) -> Iterator[None]:
         yield
     finally:
         numba.config.CACHE_DIR = previous
+
+
+def build_folder_once(target: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(folder)`` on a fresh folder beside ``target`` and rename it into place, so an
+    interrupted build never leaves a half-written cache entry. Losing a race to another process that
+    finished the same entry is fine (its ``config.json`` is there)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        write(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

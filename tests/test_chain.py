@@ -105,3 +105,11 @@ def test_yaml_chain(tmp_path):
         chain_from_yaml("chain:\n  - top_h: {beta: 0.3}\n")
     with pytest.raises(ValueError, match="`alpha` must be in"):
         chain_from_yaml("chain:\n  - top_h: 3\n")
+
+
+def test_presets_may_turn_on_model_switching():
+    from entrodec.decoding.presets import preset_switch
+
+    eco = preset_switch("eco")
+    assert eco["small"] == "draft:8:16000" and eco["threshold_bits"] > 0
+    assert all(preset_switch(name) is None for name in available_presets() if name != "eco")

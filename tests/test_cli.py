@@ -30,6 +30,9 @@ def test_flags_build_chain_in_order():
     (["generate", "x", "--temperature", "-1"], "`temperature` must be in [0, inf], got -1"),
     (["generate", "x", "--preset", "nope"], "unknown sampler preset 'nope'"),
     (["generate", "x", "--preset", "creative", "--top-k", "5"], "--preset cannot be combined with --top-k"),
+    (["generate", "x", "--switch-threshold", "2"], "--switch-window, --switch-dwell and --switch-entropy-of need --switch SMALL"),
+    (["generate", "x", "--switch", "draft:eight", "--switch-threshold", "2"], "a draft is written draft:LAYERS or draft:LAYERS:DISTILL_TOKENS"),
+    (["generate", "x", "--switch", "draft:8"], "--switch needs --switch-threshold BITS"),
 ])
 def test_bad_flags_exit_2_with_message(capsys, argv, message):
     assert main(argv) == 2
@@ -51,6 +54,24 @@ def test_generate_streams_with_default_model(default_model):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Paris" in out.stdout
     assert "tok/s" in out.stderr
+
+
+@pytest.mark.model
+def test_generate_with_model_switching_reports_the_split(default_model, capsys):
+    argv = ["generate", "What is the capital of France?", "--switch", "draft:12", "--switch-threshold", "1.0",
+            "--switch-window", "2", "--switch-dwell", "2", "--max-new-tokens", "12", "--stats"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "of tokens from the large model, estimated cost" in err
+
+
+def test_preset_switch_section_is_checked():
+    from entrodec.decoding.switch_spec import check_switch_config
+
+    with pytest.raises(ValueError, match="unknown `switch` key\\(s\\) treshold; known: small, threshold_bits"):
+        check_switch_config({"small": "draft:8", "threshold_bits": 2, "treshold": 1}, "my.yaml")
+    with pytest.raises(ValueError, match="my.yaml: `switch` needs `threshold_bits`"):
+        check_switch_config({"small": "draft:8"}, "my.yaml")
 
 
 def test_serve_help_documents_every_option(capsys):

@@ -117,3 +117,24 @@ def test_copy_select_and_extend_keep_every_row_intact(tiny_model):
     empty = DecodeBatch(model, pad_id=0)
     empty.extend(twin)
     assert len(empty) == 1 and empty.cache is not twin.cache
+
+
+def test_feed_gives_each_row_its_own_number_of_tokens(tiny_model):
+    """Model switching catches rows up on different numbers of missed tokens in one pass: each row's
+    logits equal decoding its tokens alone, and a row given nothing keeps its logits."""
+    model, _ = tiny_model
+    prompts = [[5, 6, 7], [20, 21, 22, 23, 24], [30, 31]]
+    runs = [[40, 41, 42], [50], []]
+    batch = DecodeBatch(model, pad_id=0)
+    batch.join(prompts)
+    before = batch.logits.clone()
+    batch.feed(runs)
+    assert batch.lengths.tolist() == [6, 6, 2]
+    for i in (0, 1):
+        torch.testing.assert_close(batch.logits[i], _alone(model, prompts[i], runs[i])[-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(batch.logits[2], before[2], rtol=0, atol=0)
+    batch.advance([43, 51, 32])  # and ordinary steps continue correctly after the ragged one
+    for i, extra in enumerate([43, 51, 32]):
+        torch.testing.assert_close(batch.logits[i], _alone(model, prompts[i], runs[i] + [extra])[-1], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one token list per row: 2 lists for 3 rows"):
+        batch.feed([[1], [2]])

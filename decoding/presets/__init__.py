@@ -6,6 +6,8 @@ A chain is a list of one-key mappings, applied in order; a scalar is the process
     chain:
       - temperature: 1.5
       - top_h: {alpha: 0.4, rule: paper}
+
+A preset may also turn on model switching with a ``switch:`` section (see ``entrodec.decoding.switch_spec``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from transformers import LogitsProcessor
 
 from ..chain import SamplerChain
+from ..switch_spec import check_switch_config
 from ..processors import EntropyTemperature, EpsilonCutoff, EtaCutoff, MinP, Temperature, TopH, TopK, TopNSigma, TopP, Typical
 
 PROCESSORS: dict[str, type[LogitsProcessor]] = {
@@ -80,6 +83,15 @@ def load_preset(name: str) -> SamplerChain:
         raise ValueError(f"unknown sampler preset {name!r}; available presets: {', '.join(names)}")
     text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
     return chain_from_config(yaml.safe_load(text)["chain"], f"preset {name!r}")
+
+
+def preset_switch(name: str) -> dict[str, Any] | None:
+    """The preset's ``switch:`` section (model switching settings, checked), or ``None``."""
+    if name not in available_presets():
+        raise ValueError(f"unknown sampler preset {name!r}; available presets: {', '.join(available_presets())}")
+    document = yaml.safe_load(resources.files(__package__).joinpath(f"{name}.yaml").read_text())
+    section = document.get("switch")
+    return None if section is None else check_switch_config(section, f"preset {name!r}")
 
 
 def preset_description(name: str) -> str:
