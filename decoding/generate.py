@@ -156,7 +156,7 @@ def _decode(
         check_drawable(telemetry, active)
         chosen = tokens.tolist()
         if isinstance(batch, SwitchingBatch):  # before finished rows leave: their last token is recorded too
-            batch.observe(chosen)
+            batch.observe(chosen, telemetry.entropy_before)
         last = step == max_new_tokens - 1
         for k, i in enumerate(active):
             text = state[i].add(chosen[k], telemetry, k, chosen[k] in eos, last)

@@ -132,16 +132,23 @@ class SwitchingBatch:
         self._route()
 
     @torch.inference_mode()
-    def observe(self, tokens: Sequence[int]) -> None:
+    def observe(self, tokens: Sequence[int], entropy_nats: torch.Tensor | None = None) -> None:
         """Record the token drawn for every live row (which model wrote it, the rolling entropy) and
-        apply the switching rule; called before finished rows leave, so their last token counts too."""
+        apply the switching rule; called before finished rows leave, so their last token counts too.
+        ``entropy_nats``: the step telemetry's ``entropy_before`` (the entropy of :attr:`logits`), so the
+        active model's entropy is not computed twice."""
         if len(tokens) != len(self.rows):
             raise ValueError(f"observe() needs one token per row: {len(tokens)} tokens for {len(self.rows)} rows")
-        source = self.logits if self.switch.entropy_of == "active" else self.lanes[SMALL].logits(self.rows)
-        for r, token, bits in zip(self.rows, tokens, self._bits(source)):
+        if self.switch.entropy_of == SMALL:
+            bits = self._bits(self.lanes[SMALL].logits(self.rows))
+        elif entropy_nats is not None:
+            bits = (entropy_nats / math.log(2)).tolist()
+        else:
+            bits = self._bits(self.logits)
+        for r, token, row_bits in zip(self.rows, tokens, bits):
             stats, rule = self.stats[r], self.rules[r]
             stats.models.append(rule.active)
-            stats.rolling_entropy_bits.append(rule.observe(bits))
+            stats.rolling_entropy_bits.append(rule.observe(row_bits))
             self.tokens[r].append(int(token))
         self._observed = True
 
