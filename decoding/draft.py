@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from ..kernels.cache import build_folder_once, cache_dir
+from .checks import at_least, in_range
 from .distill import DISTILL_PROMPTS, distill, teacher_text
 
 DRAFT_FORMAT = 1  # bump when the distillation recipe changes, so older cached drafts are not reused
@@ -100,13 +101,10 @@ def make_draft(
         >>> draft.config.entrodec_draft["kl_after"] < draft.config.entrodec_draft["kl_before"]  # doctest: +SKIP
         True
     """
-    if isinstance(distill_tokens, bool) or not isinstance(distill_tokens, int) or distill_tokens < 0:
-        raise ValueError(f"`distill_tokens` must be an integer >= 0, got {distill_tokens!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"`lr` must be > 0, got {lr!r}")
+    at_least("distill_tokens", distill_tokens, 0)
+    at_least("epochs", epochs, 1)
+    at_least("batch_size", batch_size, 1)
+    in_range("lr", lr, 0.0, open_low=True)
     draft = early_exit(large_model, layers)
     recipe = {"format": DRAFT_FORMAT, "layers": layers, "distill_tokens": distill_tokens}
     if distill_tokens == 0:

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from .chain import SamplerChain
+from .checks import at_least
 from .continuation import Continuation, check_drawable, eos_ids, pad_id
 from .decode_batch import DecodeBatch
 from .draw import as_seed_tensor
@@ -103,10 +104,8 @@ def generate(
         >>> out.texts[0], out.entropies[0][:3]                                      # doctest: +SKIP
     """
     rows = normalise_prompts(prompts)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be an integer >= 1, got {max_new_tokens!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be an integer >= 1, got {n!r}")
+    at_least("max_new_tokens", max_new_tokens, 1)
+    at_least("n", n, 1)
     chain = resolve_sampler(sampler)
     stops = _check_stop(stop)
     seeds = [s + j for s in _check_seeds(seed, len(rows)) for j in range(n)]

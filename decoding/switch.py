@@ -13,6 +13,8 @@ from collections import deque
 
 import torch
 
+from .checks import at_least, in_range, one_of
+
 SMALL, LARGE = "small", "large"
 ENTROPY_SOURCES = ("active", SMALL)
 
@@ -71,14 +73,10 @@ class ModelSwitch:
     ) -> None:
         if not isinstance(small_model, torch.nn.Module):
             raise TypeError(f"`small_model` must be a causal LM (torch.nn.Module), got {type(small_model).__name__}")
-        if isinstance(threshold_bits, bool) or not isinstance(threshold_bits, (int, float)) or math.isnan(threshold_bits):
-            raise ValueError(f"`threshold_bits` must be a number of bits (±inf allowed), got {threshold_bits!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"`window` must be an integer >= 1, got {window!r}")
-        if isinstance(min_dwell, bool) or not isinstance(min_dwell, int) or min_dwell < 0:
-            raise ValueError(f"`min_dwell` must be an integer >= 0, got {min_dwell!r}")
-        if entropy_of not in ENTROPY_SOURCES:
-            raise ValueError(f"`entropy_of` must be one of {', '.join(ENTROPY_SOURCES)}, got {entropy_of!r}")
+        in_range("threshold_bits", threshold_bits, -math.inf)
+        at_least("window", window, 1)
+        at_least("min_dwell", min_dwell, 0)
+        one_of("entropy_of", entropy_of, ENTROPY_SOURCES)
         self.small_model = small_model
         self.threshold_bits = float(threshold_bits)
         self.window = window

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .checks import at_least, in_range, one_of
+from ..decoding.checks import at_least, in_range, one_of
 from .objective import AGGREGATIONS
 
 BEHAVIOUR_MODES = ("truncated-is", "recompute", "ignore")

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .checks import in_range
+from ..decoding.checks import in_range
 from .objective import clipped_surrogate
 
 

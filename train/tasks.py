@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ..decoding.callables import load_callable
 from ..search.answers import last_number
-from .checks import at_least
+from ..decoding.checks import at_least
 
 @dataclass(frozen=True)
 class Example:

@@ -1,4 +1,4 @@
-"""Argument checks for configs and controls, with messages that name the argument and its range."""
+"""Argument checks for processors, switching, training configs and controls, with messages that name the argument and its range."""
 
 from __future__ import annotations
 
