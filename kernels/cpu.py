@@ -12,7 +12,8 @@ import sys
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.core.extending import intrinsic
 
 from . import program, rng, row_program, rules
 from .cache import kernel_cache_dir, numba_cache_in
@@ -20,115 +21,163 @@ from .compile import instantiate
 from .rng import race_score, step_key, token_uniform
 from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, acc_size, run_row
 
-PIVOTS = 4  # pivots per search round: four sets of sums fit in vector registers
+PIVOTS = 4  # pivots per search round (even: chunk_pivots takes them in pairs)
 PAD = 16  # float64s: two cache lines between threads' work arrays
 CHUNK = 256  # tokens per vectorised stage: the chunk buffers stay in L1
 
 # exp(-x) = 2^-k · e^r with k = round(x / ln 2), |r| <= ln2/2, e^r by its Taylor polynomial (degree 12:
-# relative error < 1e-14). Written so that LLVM vectorises it; libm's exp would not be.
+# relative error < 1e-14). Written so that LLVM vectorises it; libm's exp would not be. AVX2 has no
+# float64 -> int64 conversion, so k and 2^-k come from the bits of x/ln2 + ROUND_MAGIC (integer ops only).
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01
 LN2_LO = 1.90821492927058770002e-10
-ROUND_MAGIC = 6755399441055744.0  # 1.5 · 2^52: adding and subtracting it rounds to an integer
-EXP_BIAS = 4503599627370496.0 + 1023.0  # 2^52 + 1023: the float whose low bits hold the exponent bias
+ROUND_MAGIC = 6755399441055744.0  # 1.5 · 2^52: adding it rounds to an integer, held in the low bits
+EXP_BITS = np.int64(np.array([ROUND_MAGIC]).view(np.int64)[0] + 1023)  # bits of ROUND_MAGIC, + the exponent bias
 EXP_LIMIT = 700.0  # e^-700 ≈ 1e-304: beyond it a token adds nothing a float64 sum can hold
 
 # Work arrays of one thread (``ws``): 0-4 as row_program describes; then
 TMP_D, TMP_I = 5, 6                         # gather scratch
-GAPS, XS, ES, SCALES, IDS = 7, 8, 9, 10, 11  # one chunk's stages (ids as float64, exact)
+GAPS, XS, ES, QS, IDS = 7, 8, 9, 10, 11     # one chunk's stages (ids as float64, exact)
 HIST = 12                                   # per-pivot sums
 LIST_D, LIST_I, LIST_E, LIST_META = 13, 14, 15, 16
+NEAR_D, NEAR_I, NEAR_E = 17, 18, 19
 # The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
-# of the row and skip the exponentials: the whole chain computes them about once.
-META_VALID, META_TOP, META_SCALE, META_COUNT = 0, 1, 2, 3
+# of the row and skip the exponentials: the whole chain computes them about once. The recording scan
+# also keeps, apart, the *near tier*: its tokens up to its second-to-last pivot (a few nats from the
+# maximum, where most rules' targets lie), so that a pass ending there reads a short list that stays in
+# cache instead of compacting the whole one.
+# The recording scan writes only each token's e^-x: gaps and ids follow from the row and the position
+# until a pass needs the whole list (most chains never do), which spares two thirds of its memory traffic.
+META_VALID, META_TOP, META_SCALE, META_COUNT, META_NEAR_TOP, META_NEAR_COUNT, META_POSITIONAL = 0, 1, 2, 3, 4, 5, 6
+META_SIZE = 7
+# A chunk's stages: ``gaps`` (inf for tokens outside the scan), ``xs = s·gap``, ``es = e^-x`` and
+# ``qs = x·e^-x`` (both 0 outside), so that every sum below is a plain or blended add.
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The bits of a float64 as an int64 (a register move, which LLVM vectorises)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def bits_float(typingctx, x):
+    """The float64 whose bits are the int64 ``x``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+    return types.float64(types.int64), codegen
 
 
 def chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs):
-    """Gaps ``d`` of row tokens ``start...``, and ``x = s·d`` where the token is kept and
-    ``lo < d <= hi``, else inf; returns how many are."""
+    """Gaps ``d`` of row tokens ``start...`` that are kept and have ``lo < d <= hi`` (inf for the
+    others), and ``x = s·d``; returns how many are inside."""
     inside_count = 0
     for j in range(count):
         i = start + j
         d = m - np.float64(z[i])
         inside = (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi)))
-        gaps[j] = d
+        gaps[j] = d if inside else math.inf
         xs[j] = s * d if inside else math.inf
         inside_count += 1 if inside else 0
     return inside_count
 
 
-def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, ids):
+def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, qs, ids):
     """The same for entries ``start...`` of the token list, with their recorded ``e^-x``."""
     inside_count = 0
     for j in range(count):
         d = list_d[start + j]
         i = list_i[start + j]
         inside = (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi)))
-        gaps[j] = d
+        x = s * d
+        e = list_e[start + j]
+        gaps[j] = d if inside else math.inf
         ids[j] = i
-        xs[j] = s * d if inside else math.inf
-        es[j] = list_e[start + j] if inside else 0.0
+        xs[j] = x if inside else math.inf
+        es[j] = e if inside else 0.0
+        qs[j] = x * e if inside else 0.0
         inside_count += 1 if inside else 0
     return inside_count
 
 
-def chunk_exp(xs, es, scales, count):
-    """``es = exp(-xs)`` (0 where ``x`` is inf or beyond EXP_LIMIT)."""
-    bits = scales.view(np.int64)
+def chunk_exp(xs, es, qs, count):
+    """``es = exp(-xs)`` and ``qs = xs·es`` (both 0 where ``x`` is inf or beyond EXP_LIMIT)."""
     for j in range(count):
-        x = min(xs[j], EXP_LIMIT)
-        k = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC
-        r = (k * LN2_HI - x) + k * LN2_LO
-        es[j] = 1.0 + r * (1.0 + r * (0.5 + r * (1.6666666666666666e-01 + r * (4.1666666666666664e-02 + r * (
+        x = xs[j]
+        xc = min(x, EXP_LIMIT)
+        t = xc * LOG2E + ROUND_MAGIC
+        k = t - ROUND_MAGIC
+        r = (k * LN2_HI - xc) + k * LN2_LO
+        p = 1.0 + r * (1.0 + r * (0.5 + r * (1.6666666666666666e-01 + r * (4.1666666666666664e-02 + r * (
             8.3333333333333332e-03 + r * (1.3888888888888889e-03 + r * (1.9841269841269841e-04 + r * (
                 2.4801587301587302e-05 + r * (2.7557319223985893e-06 + r * (2.7557319223985888e-07 + r * (
                     2.5052108385441720e-08 + r * 2.0876756987868100e-09)))))))))))
-        scales[j] = EXP_BIAS - k  # its low bits hold 1023 - k, the biased exponent of 2^-k
-    for j in range(count):
-        bits[j] = bits[j] << 52
-    for j in range(count):
-        es[j] = es[j] * scales[j] if xs[j] <= EXP_LIMIT else 0.0
+        e = p * bits_float((EXP_BITS - float_bits(t)) << 52)  # 2^-k: the biased exponent 1023 - k
+        e = e if x <= EXP_LIMIT else 0.0
+        es[j] = e
+        qs[j] = xc * e
 
 
-def chunk_sums(gaps, xs, es, count):
+def chunk_sums(gaps, xs, es, qs, count):
     """Count, G, Q, Σx, Σx², min and max gap of the chunk's tokens with finite ``x``."""
     n = 0.0
     g = 0.0
     q = 0.0
     sx = 0.0
     sxx = 0.0
-    for j in range(count):
-        x = xs[j]
-        inside = x < math.inf
-        xi = x if inside else 0.0
-        n += 1.0 if inside else 0.0
-        g += es[j]
-        q += xi * es[j]
-        sx += xi
-        sxx += xi * xi
     dmin = math.inf
     dmax = -math.inf
-    for j in range(count):  # a loop of its own: with the sums above it would not vectorise
-        inside = xs[j] < math.inf
-        dmin = min(dmin, gaps[j] if inside else math.inf)
+    for j in range(count):
+        inside = gaps[j] < math.inf
+        xi = xs[j] if inside else 0.0
+        n += np.float64(inside)
+        g += es[j]
+        q += qs[j]
+        sx += xi
+        sxx += xi * xi
+        dmin = min(dmin, gaps[j])
         dmax = max(dmax, gaps[j] if inside else -math.inf)
     return n, g, q, sx, sxx, dmin, dmax
 
 
-def chunk_pivots(gaps, xs, es, count, piv, hist):
-    """Add the chunk's sums over tokens with ``d <= piv[k]`` to ``hist[3k:3k+3]``, for every pivot (one
-    short loop per pivot: each vectorises)."""
-    for k in range(PIVOTS):
+def chunk_pivots(gaps, es, qs, count, piv, first, hist):
+    """Add the chunk's sums over tokens with ``d <= piv[k]`` to ``hist[3k:3k+3]``, for pivots ``first...``
+    (one short loop per pivot, with the mask as a 0/1 factor: each vectorises)."""
+    for k in range(first, piv.shape[0]):
         p = piv[k]
         n = 0.0
         g = 0.0
         q = 0.0
         for j in range(count):
-            below = (xs[j] < math.inf) & (gaps[j] <= p)
-            n += 1.0 if below else 0.0
-            g += es[j] if below else 0.0
-            q += xs[j] * es[j] if below else 0.0
+            below = np.float64(gaps[j] <= p)
+            n += below
+            g += below * es[j]
+            q += below * qs[j]
+        hist[3 * k] += n
+        hist[3 * k + 1] += g
+        hist[3 * k + 2] += q
+
+
+def near_pivots(s, piv, last, hist, ws):
+    """The sums of pivots ``0...last-1`` (all at or below the near tier's top) from the near tier: the
+    recording scan then sums only the last pivot itself."""
+    count = int(ws[LIST_META][META_NEAR_COUNT])
+    near_d = ws[NEAR_D]
+    near_e = ws[NEAR_E]
+    for k in range(last):
+        p = piv[k]
+        n = 0.0
+        g = 0.0
+        q = 0.0
+        for j in range(count):
+            d = near_d[j]
+            below = np.float64(d <= p)
+            n += below
+            g += below * near_e[j]
+            q += below * (min(s * d, EXP_LIMIT) * near_e[j])
         hist[3 * k] += n
         hist[3 * k + 1] += g
         hist[3 * k + 2] += q
@@ -141,11 +190,71 @@ def list_covers(ws, dt, hi):
     return (meta[META_VALID] == 1.0) & (min(hi, dt) <= meta[META_TOP])
 
 
+def list_ready(z, m, top, s, ws):
+    """Make the list hold exactly the kept tokens' entries with ``d <= top``, with ``e^-x`` at scale
+    ``s`` (the list must cover ``top``)."""
+    list_take_near(top, ws)
+    list_materialise(z, m, ws)
+    list_rescale(s, ws)
+    if top < ws[LIST_META][META_TOP]:
+        list_compact(top, ws)
+
+
+def list_take_near(top, ws):
+    """When ``top`` lies within the near tier, make it the list: a copy of its few entries instead of a
+    compaction of the whole list."""
+    meta = ws[LIST_META]
+    if not (top <= meta[META_NEAR_TOP]) or meta[META_NEAR_TOP] >= meta[META_TOP]:
+        return
+    count = int(meta[META_NEAR_COUNT])
+    ws[LIST_D][:count] = ws[NEAR_D][:count]
+    ws[LIST_I][:count] = ws[NEAR_I][:count]
+    ws[LIST_E][:count] = ws[NEAR_E][:count]
+    meta[META_COUNT] = count
+    meta[META_TOP] = meta[META_NEAR_TOP]
+    meta[META_POSITIONAL] = 0.0
+
+
+def list_materialise(z, m, ws):
+    """Write the gaps and ids of a list recorded by position. Tokens that were outside the recording
+    scan get their gap too: every consumer's own range and kept-set test excludes them again (the kept
+    set only shrinks, and no range reaches above the list's top)."""
+    meta = ws[LIST_META]
+    if meta[META_POSITIONAL] == 0.0:
+        return
+    list_d = ws[LIST_D]
+    list_i = ws[LIST_I]
+    for i in range(z.shape[0]):
+        list_d[i] = m - np.float64(z[i])
+        list_i[i] = i
+    meta[META_POSITIONAL] = 0.0
+
+
+def list_record(start, count, inside, near, ws):
+    """Write the chunk's ``e^-x`` into the list (by position), and append its tokens with ``d <= near``
+    to the near tier (few: the branch is predictable)."""
+    meta = ws[LIST_META]
+    gaps = ws[GAPS]
+    es = ws[ES]
+    list_e = ws[LIST_E]
+    for j in range(count):
+        list_e[start + j] = es[j] if inside > 0 else 0.0
+    n_near = int(meta[META_NEAR_COUNT])
+    for j in range(count):
+        if gaps[j] <= near:
+            ws[NEAR_D][n_near] = gaps[j]
+            ws[NEAR_I][n_near] = start + j
+            ws[NEAR_E][n_near] = es[j]
+            n_near += 1
+    meta[META_NEAR_COUNT] = n_near
+
+
 def list_rescale(s, ws):
     """Recompute the list's ``e^-x`` for a new scale (after a temperature)."""
     meta = ws[LIST_META]
     if meta[META_SCALE] == s:
         return
+    meta[META_NEAR_TOP] = -math.inf  # its e^-x are for the old scale
     list_d = ws[LIST_D]
     list_e = ws[LIST_E]
     xs = ws[XS]
@@ -155,7 +264,7 @@ def list_rescale(s, ws):
         count = min(CHUNK, total - start)
         for j in range(count):
             xs[j] = s * list_d[start + j]
-        chunk_exp(xs, es, ws[SCALES], count)
+        chunk_exp(xs, es, ws[QS], count)
         for j in range(count):
             list_e[start + j] = es[j]
     meta[META_SCALE] = s
@@ -168,18 +277,23 @@ def list_compact(top, ws):
     list_i = ws[LIST_I]
     list_e = ws[LIST_E]
     kept = 0
-    for j in range(int(meta[META_COUNT])):
-        if list_d[j] <= top:
-            list_d[kept] = list_d[j]
-            list_i[kept] = list_i[j]
-            list_e[kept] = list_e[j]
-            kept += 1
+    for j in range(int(meta[META_COUNT])):  # branch-free: about half the entries go, unpredictably
+        d = list_d[j]
+        i = list_i[j]
+        e = list_e[j]
+        list_d[kept] = d
+        list_i[kept] = i
+        list_e[kept] = e
+        kept += 1 if d <= top else 0
     meta[META_COUNT] = kept
     meta[META_TOP] = top
 
 
 def row_max(z, ws):
     ws[LIST_META][META_VALID] = 0.0  # a new row: the list belongs to another
+    top, lowest = plain_extremes(z)
+    if (top < math.inf) & (lowest > -math.inf):  # no masked or infinite logit: every token counts
+        return np.float64(top), z.shape[0], np.float64(lowest)
     m = -math.inf
     lowest = math.inf
     n = 0
@@ -190,6 +304,17 @@ def row_max(z, ws):
         m = max(m, v if finite else -math.inf)
         lowest = min(lowest, v if finite else math.inf)
     return m, n, lowest
+
+
+def plain_extremes(z):
+    """Max and min of the row in its own dtype (one vectorised pass: a float32 row is read 8 lanes at a
+    time, and nothing is masked)."""
+    top = z[0]
+    lowest = z[0]
+    for i in range(z.shape[0]):
+        top = max(top, z[i])
+        lowest = min(lowest, z[i])
+    return top, lowest
 
 
 def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
@@ -203,6 +328,7 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     ids = ws[IDS]
     xs = ws[XS]
     es = ws[ES]
+    qs = ws[QS]
     list_d = ws[LIST_D]
     list_i = ws[LIST_I]
     list_e = ws[LIST_E]
@@ -212,10 +338,13 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     top = min(hi, dt)
     from_list = list_covers(ws, dt, hi)
     if from_list:
-        list_rescale(s, ws)
-        if top < meta[META_TOP]:
-            list_compact(top, ws)
+        list_ready(z, m, top, s, ws)
     record = (not from_list) & (lo < 0.0)
+    # the near tier ends at the second-to-last pivot; none without pivots, or when it would be everything
+    near = piv[npiv - 2] if record and npiv >= 2 else -math.inf
+    near = near if near < top else -math.inf
+    if record:
+        meta[META_NEAR_COUNT] = 0.0
     total = int(meta[META_COUNT]) if from_list else z.shape[0]
     n = 0.0
     g = 0.0
@@ -227,19 +356,16 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     for start in range(0, total, CHUNK):
         count = min(CHUNK, total - start)
         if from_list:
-            inside = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, ids)
+            inside = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, qs, ids)
         else:
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs)
             if inside > 0:
-                chunk_exp(xs, es, ws[SCALES], count)
+                chunk_exp(xs, es, qs, count)
             if record:
-                for j in range(count):
-                    list_d[start + j] = gaps[j] if xs[j] < math.inf else math.inf
-                    list_i[start + j] = start + j
-                    list_e[start + j] = es[j] if xs[j] < math.inf else 0.0
+                list_record(start, count, inside, near, ws)
         if inside == 0:
             continue
-        cn, cg, cq, csx, csxx, cmin, cmax = chunk_sums(gaps, xs, es, count)
+        cn, cg, cq, csx, csxx, cmin, cmax = chunk_sums(gaps, xs, es, qs, count)
         n += cn
         g += cg
         q += cq
@@ -248,12 +374,16 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         dmin = min(dmin, cmin)
         dmax = max(dmax, cmax)
         if npiv > 0:
-            chunk_pivots(gaps, xs, es, count, piv, hist)
+            chunk_pivots(gaps, es, qs, count, piv[:npiv], npiv - 1 if near >= 0.0 else 0, hist)
+    if near >= 0.0:
+        near_pivots(s, piv, npiv - 1, hist, ws)
     if record:
         meta[META_VALID] = 1.0
         meta[META_TOP] = top
-        meta[META_SCALE] = s
         meta[META_COUNT] = z.shape[0]
+        meta[META_NEAR_TOP] = near
+        meta[META_POSITIONAL] = 1.0
+        meta[META_SCALE] = s
     for k in range(3 * npiv):
         acc[A_PIV + k] = hist[k]
     acc[A_N] = n
@@ -272,22 +402,22 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     tmp_i = ws[TMP_I]
     n = 0
     if list_covers(ws, dt, hi):
+        list_take_near(min(hi, dt), ws)
+        list_materialise(z, m, ws)
         list_d = ws[LIST_D]
         list_i = ws[LIST_I]
         for j in range(int(ws[LIST_META][META_COUNT])):
             d = list_d[j]
             i = list_i[j]
-            if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))):
-                tmp_d[n] = d
-                tmp_i[n] = int(i)
-                n += 1
+            tmp_d[n] = d
+            tmp_i[n] = int(i)
+            n += 1 if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))) else 0
     else:
         for i in range(z.shape[0]):
             d = m - np.float64(z[i])
-            if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))):
-                tmp_d[n] = d
-                tmp_i[n] = i
-                n += 1
+            tmp_d[n] = d
+            tmp_i[n] = i
+            n += 1 if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))) else 0
     order = np.argsort(tmp_d[:n], kind="mergesort")  # stable: ties stay in id order
     for j in range(n):
         cand_d[j] = tmp_d[order[j]]
@@ -313,11 +443,10 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     ids = ws[IDS]
     xs = ws[XS]
     es = ws[ES]
+    qs = ws[QS]
     from_list = list_covers(ws, dt, math.inf)
     if from_list:
-        list_rescale(s, ws)
-        if dt < ws[LIST_META][META_TOP]:
-            list_compact(dt, ws)
+        list_ready(z, m, dt, s, ws)
     total = int(ws[LIST_META][META_COUNT]) if from_list else z.shape[0]
     n = 0.0
     g = 0.0
@@ -329,16 +458,16 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
         count = min(CHUNK, total - start)
         if from_list:
             inside = chunk_from_list(ws[LIST_D], ws[LIST_I], ws[LIST_E], start, count, s, dt, ilo, ihi, -1.0, math.inf,
-                                     gaps, xs, es, ids)
+                                     gaps, xs, es, qs, ids)
         else:
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, xs)
             for j in range(count):
                 ids[j] = start + j
             if inside > 0:
-                chunk_exp(xs, es, ws[SCALES], count)
+                chunk_exp(xs, es, qs, count)
         if inside == 0:
             continue
-        cn, cg, cq, _, _, _, _ = chunk_sums(gaps, xs, es, count)
+        cn, cg, cq, _, _, _, _ = chunk_sums(gaps, xs, es, qs, count)
         n += cn
         g += cg
         q += cq
@@ -386,14 +515,17 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads):
     list_d = np.empty((threads, vocab + PAD))
     list_i = np.empty((threads, vocab + PAD))
     list_e = np.empty((threads, vocab + PAD))
-    metas = np.empty((threads, 4 + PAD))
+    metas = np.empty((threads, META_SIZE + PAD))
+    near_d = np.empty((threads, vocab + PAD))
+    near_i = np.empty((threads, vocab + PAD))
+    near_e = np.empty((threads, vocab + PAD))
     writes = out.shape[0] == batch
     for b in prange(batch):
         t = numba.get_thread_id()
         ws = (accs[t, :size], pivs[t, :npiv], cand_d[t, :vocab], cand_i[t, :vocab], caches[t, :size], tmp_d[t, :vocab],
               tmp_i[t, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK], chunks[t, 3, :CHUNK],
               chunks[t, 4, :CHUNK], hists[t, :3 * npiv], list_d[t, :vocab], list_i[t, :vocab], list_e[t, :vocab],
-              metas[t, :4])
+              metas[t, :META_SIZE], near_d[t, :vocab], near_i[t, :vocab], near_e[t, :vocab])
         key = step_key(keys[b, 0], keys[b, 1])
         run_row(z[b], ops, prm[b], key, out[b] if writes else out[0], tel[b], mode, limit, ws)
 
@@ -401,7 +533,9 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads):
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away
 # inf (masked tokens).
 _FASTMATH = {"chunk_sums": {"reassoc", "contract", "nsz", "nnan"}, "row_max": {"reassoc", "nsz", "nnan"},
+             "plain_extremes": {"reassoc", "nsz", "nnan"},
              "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"},
+             "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_row": {"contract"}, "chunk_from_list": {"contract"}, "chunk_exp": {"contract"}}
 
 

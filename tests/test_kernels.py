@@ -259,6 +259,40 @@ def test_tie_groups_larger_than_the_sort_window():
         assert torch.equal(torch.isfinite(processor(None, scores)), reference), processor
 
 
+LARGE_ROW_CHAINS = {
+    "Top-H": lambda: [TopH(0.4)],
+    "Top-H hf": lambda: [TopH(0.4, rule="hf")],
+    "top-p 0.9": lambda: [Temperature(1.0), TopP(0.9)],
+    "top-p, T, Top-H": lambda: [TopP(0.95), Temperature(0.7), TopH(0.5)],
+    "min-p, T, top-p": lambda: [MinP(0.02), Temperature(1.5), TopP(0.8)],
+    "top-k 3000, top-p": lambda: [TopK(3000), TopP(0.9)],
+    "T, min-p, Top-H": lambda: [Temperature(2.0), MinP(0.1), TopH(0.6)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(LARGE_ROW_CHAINS))
+def test_large_rows_equal_the_reference(name):
+    """Rows of 20,000 tokens, flat (a Gaussian bulk, as in bench/kernels.py) and sharp, take the
+    paths small vocabularies never reach: searches narrowed over several rounds, the CPU's near tier of
+    the token list, the whole list rebuilt when a search goes past it, and a temperature between two
+    rules (the list rescaled). Kept sets and drawn tokens equal the reference's."""
+    g = torch.Generator().manual_seed(7)
+    flat = torch.randn(4, 20000, generator=g) * 2.5
+    flat[:, :8] += torch.rand(4, 8, generator=g) * 8
+    sharp = torch.randn(4, 20000, generator=g) * 4.0
+    scores = torch.cat([flat, sharp])
+    seeds = torch.arange(scores.shape[0])
+    chain = SamplerChain(LARGE_ROW_CHAINS[name]())
+    with use_kernels(False):
+        reference = chain(None, scores)
+    fused = chain(None, scores)
+    assert torch.equal(torch.isfinite(fused), torch.isfinite(reference))
+    if name in ("top-p 0.9", "top-k 3000, top-p"):  # narrowed past the sort window, over the whole list
+        assert int(torch.isfinite(fused).sum(-1).max()) > 512
+    drawn = chain.sample(None, scores, seeds=seeds, steps=3)
+    assert torch.equal(drawn.tokens, race_draw(reference, seeds, 3))
+
+
 @pytest.mark.parametrize("sampler", [
     lambda: [Temperature(1.3), TopH(0.6)],
     lambda: [Temperature(1.0), MinP(0.05)],
