@@ -80,7 +80,6 @@ def _near_top_h_paper(z, alpha):
 
 
 def _near_top_h_hf(z, alpha):
-    finite = np.isfinite(z)
     order = _descending(z)[: min(100, len(z))]
     top = z[order]
     top_finite = np.isfinite(top)
