@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from .. import kernels
 from ..kernels import program
 from .draw import greedy
-from .rowparams import row_column
+from .rowparams import check_rows
 from .telemetry import StepTelemetry, measure_step
 
 
@@ -54,12 +55,15 @@ def _kernel_ops(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> l
 
 
 def _params(ops: Sequence[KernelOp], batch: int) -> torch.Tensor:
-    params = torch.zeros(batch, len(ops), program.SLOTS, dtype=torch.float64)
-    rows = params[:, 0, :1]
+    # filled in NumPy: a torch op per slot would cost more than the kernel pass itself at batch 1
+    params = np.zeros((batch, len(ops), program.SLOTS))
     for index, op in enumerate(ops):
         for slot, (name, value) in enumerate(op.values.items()):
-            params[:, index, slot] = row_column(value, rows, name, torch.float64).view(-1)
-    return params
+            if isinstance(value, torch.Tensor):
+                check_rows(value, batch, name)
+                value = value.detach().to(device="cpu", dtype=torch.float64).numpy()
+            params[:, index, slot] = value
+    return torch.from_numpy(params)
 
 
 def _run(processors, input_ids, scores, mode, seeds=None, steps=None):
@@ -87,19 +91,22 @@ def sample_fused(
     ran = _run(processors, input_ids, scores, program.DRAW | program.TELEMETRY, seeds, steps)
     if ran is None:
         return None
-    tel = ran[1].cpu()  # generate() reads every row's token and telemetry at each step anyway
-    tokens = tel[:, program.T_TOKEN].clamp(min=0).long()
+    tel = ran[1].cpu().numpy()  # generate() reads every row's token and telemetry at each step anyway
+    tokens = torch.from_numpy(np.maximum(tel[:, program.T_TOKEN], 0.0).astype(np.int64))
     empty = tel[:, program.T_STATUS] == program.STATUS_EMPTY
-    logprob_after = torch.where(empty, torch.full_like(tel[:, 0], -torch.inf), tel[:, program.T_LOGP_AFTER])
     telemetry = StepTelemetry(
-        entropy_before=tel[:, program.T_H_BEFORE].float(),
-        entropy_after=tel[:, program.T_H_AFTER].float(),
-        kept=tel[:, program.T_KEPT].long(),
-        logprob_before=tel[:, program.T_LOGP_BEFORE].float(),
-        logprob_after=logprob_after.float(),
-        temperature=tel[:, program.T_TEMPERATURE].float(),
+        entropy_before=_float32(tel[:, program.T_H_BEFORE]),
+        entropy_after=_float32(tel[:, program.T_H_AFTER]),
+        kept=torch.from_numpy(tel[:, program.T_KEPT].astype(np.int64)),
+        logprob_before=_float32(tel[:, program.T_LOGP_BEFORE]),
+        logprob_after=_float32(np.where(empty, -np.inf, tel[:, program.T_LOGP_AFTER])),
+        temperature=_float32(tel[:, program.T_TEMPERATURE]),
     )
     return Draw(tokens.to(scores.device), telemetry)
+
+
+def _float32(column: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(column.astype(np.float32))
 
 
 def greedy_draw(raw: torch.Tensor) -> Draw:

@@ -58,13 +58,18 @@ def check_row_param(
     return value
 
 
+def check_rows(value: torch.Tensor, batch: int, name: str) -> None:
+    """Raise ``ValueError`` unless the per-row tensor ``value`` has one entry per row of a ``batch``."""
+    if value.shape[0] != batch:
+        raise ValueError(f"`{name}` has {value.shape[0]} values but the scores have {batch} rows")
+
+
 def row_column(value: RowParam, scores: torch.Tensor, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``value`` as a ``[batch, 1]`` column on ``scores``' device, ready to broadcast against ``scores``."""
     batch = scores.shape[0]
     dtype = dtype or torch.float32
     if isinstance(value, torch.Tensor):
-        if value.shape[0] != batch:
-            raise ValueError(f"`{name}` has {value.shape[0]} values but the scores have {batch} rows")
+        check_rows(value, batch, name)
         return value.to(device=scores.device, dtype=dtype).view(batch, 1)
     return torch.full((batch, 1), value, device=scores.device, dtype=dtype)
 

@@ -150,6 +150,11 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     block_reduce(ws, acc_size(npiv))
 
 
+def row_raw_sums(z, m, ws):
+    row_scan(z, m, 1.0, math.inf, 1, 0, -1.0, math.inf, 0, ws)
+    return ws[0][A_G], ws[0][A_Q]
+
+
 def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     """Gather the bracket's tokens (at most CAP) and sort them by (gap, id) with a bitonic network."""
     cand_d = ws[2]

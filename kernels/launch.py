@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numba
+import numpy as np
 import torch
 
 from . import program
@@ -44,6 +45,11 @@ def cuda_available() -> bool:
 _cpu_lock = threading.Lock()
 
 
+@lru_cache(maxsize=None)
+def _largest(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).max)
+
+
 def run_program(
     scores: torch.Tensor,
     ops: Sequence[int],
@@ -65,11 +71,68 @@ def run_program(
     if work.dtype not in (torch.float32, torch.float64):
         work = work.float()
     work = work.contiguous()
-    batch, _ = work.shape
-    device = work.device
-    limit = float(torch.finfo(scores.dtype).max)
     if work.dtype != torch.float64:
         mode |= program.FLOAT32_PARAMS
+    run = _run_cpu if backend == "cpu" else _run_cuda
+    out, tel = run(work, ops, params, mode, seeds, steps, _largest(scores.dtype))
+    if out is None or out.dtype == scores.dtype:
+        return out, tel
+    return out.to(scores.dtype), tel
+
+
+def _run_cpu(work, ops, params, mode, seeds, steps, limit):
+    # NumPy buffers: at batch 1 the pass over a row takes well under a millisecond, and a handful of
+    # torch allocations and copies would cost a good part of that again.
+    z = work.numpy()
+    batch = z.shape[0]
+    tel = np.empty((batch, program.telemetry_width(len(ops))))
+    out = np.empty_like(z) if mode & program.WRITE else np.empty((1, 1), dtype=z.dtype)
+    keys = np.zeros((batch, 2), dtype=np.int64)
+    if seeds is not None:
+        keys[:, 0] = seeds.numpy()
+    if steps is not None:
+        keys[:, 1] = steps.numpy()
+    run_cpu_arrays(z, np.asarray(ops, dtype=np.int64), params.numpy(), keys, out, tel, mode, limit)
+    return (torch.from_numpy(out) if mode & program.WRITE else None), torch.from_numpy(tel)
+
+
+def run_cpu_arrays(
+    z: np.ndarray, ops: np.ndarray, params: np.ndarray, keys: np.ndarray, out: np.ndarray, tel: np.ndarray,
+    mode: int, limit: float,
+) -> None:
+    """The CPU backend on NumPy arrays: ``z`` ``[batch, vocab]``, ``ops`` int64, ``params`` float64
+    ``[batch, n_ops, SLOTS]``, ``keys`` int64 ``[batch, 2]`` (seed, step), ``out`` ``[batch, vocab]`` in
+    WRITE mode (else ``[1, 1]``), ``tel`` float64 ``[batch, width]``."""
+    from .cpu import COMPILED
+
+    batch = z.shape[0]
+    params = np.ascontiguousarray(params, dtype=np.float64)
+    with _cpu_lock:  # one parallel region at a time (Numba's workqueue layer is not re-entrant), one user of the buffers
+        threads = numba.get_num_threads()
+        rows_f, rows_i = _cpu_buffers(threads, z.shape[1])
+        used = min(threads, batch)
+        if used < threads:  # fewer rows than threads: don't wake threads that would find no row
+            numba.set_num_threads(used)
+        try:
+            COMPILED["run_chain"](z, ops, params, keys, out, tel, mode, limit, used, rows_f, rows_i)
+        finally:
+            if used < threads:
+                numba.set_num_threads(threads)
+
+
+@lru_cache(maxsize=2)
+def _cpu_buffers(threads: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    # kept for the process's life: the same memory the kernel used to allocate (and fault in) per call
+    from .cpu import PAD, ROW_F, ROW_I
+
+    return np.empty((threads, ROW_F, vocab + PAD)), np.empty((threads, ROW_I, vocab + PAD), dtype=np.int64)
+
+
+def _run_cuda(work, ops, params, mode, seeds, steps, limit):
+    from .cuda import launch
+
+    batch = work.shape[0]
+    device = work.device
     tel = torch.empty(batch, program.telemetry_width(len(ops)), dtype=torch.float64, device=device)
     out = torch.empty_like(work) if mode & program.WRITE else torch.empty(1, 1, dtype=work.dtype, device=device)
     keys = torch.zeros(batch, 2, dtype=torch.int64, device=device)
@@ -78,20 +141,5 @@ def run_program(
     if steps is not None:
         keys[:, 1] = steps
     op_codes = torch.tensor(list(ops), dtype=torch.int64, device=device)
-    params = params.to(device=device, dtype=torch.float64).contiguous()
-    if backend == "cpu":
-        from .cpu import COMPILED
-
-        with _cpu_lock:  # one parallel region at a time: Numba's workqueue layer is not re-entrant
-            COMPILED["run_chain"](
-                work.numpy(), op_codes.numpy(), params.numpy(), keys.numpy(), out.numpy(), tel.numpy(),
-                mode, limit, numba.get_num_threads(),
-            )
-    else:
-        from .cuda import launch
-
-        launch(work, op_codes, params, keys, out, tel, mode, limit)
-    if not mode & program.WRITE:
-        return None, tel
-    return (out if out.dtype == scores.dtype else out.to(scores.dtype)), tel
-
+    launch(work, op_codes, params.to(device=device, dtype=torch.float64).contiguous(), keys, out, tel, mode, limit)
+    return (out if mode & program.WRITE else None), tel

@@ -18,6 +18,8 @@ full scan):
 - ``row_max(z, ws) -> (z_max, n_finite, z_min)``
 - ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)``: over kept tokens with ``lo < d <= hi``, the
   sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``.
+- ``row_raw_sums(z, m, ws) -> (G, Q)``: the whole row's sums at ``s = 1``, for the telemetry alone
+  (may be less precise than a scan: float32 exponentials on the CPU).
 - ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
 - ``row_nth_tied(z, m, dt, ilo, ihi, dval, j, ws) -> id``: the ``j``-th lowest kept id with ``d == dval``.
 - ``row_draw(z, m, s, dt, ilo, ihi, key, want, ws) -> (token, n, G, Q)``: the exponential race and the
@@ -305,10 +307,15 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     cached = False
     g_raw = 1.0
     if mode & TELEMETRY:
-        scan_all(z, m, s, dt, ilo, ihi, ws)
-        cached = True
-        g_raw = cache[A_G]
-        tel[T_H_BEFORE] = entropy_of(g_raw, cache[A_Q])
+        if ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0:
+            # the scale changes at once, so nothing downstream could use a scan at T = 1: sums alone
+            g_raw, q_raw = row_raw_sums(z, m, ws)
+        else:
+            scan_all(z, m, s, dt, ilo, ihi, ws)
+            cached = True
+            g_raw = cache[A_G]
+            q_raw = cache[A_Q]
+        tel[T_H_BEFORE] = entropy_of(g_raw, q_raw)
     for j in range(ops.shape[0]):
         op = ops[j]
         p = prm[j]

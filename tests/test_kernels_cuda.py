@@ -45,7 +45,7 @@ PROGRAMS = {
 
 
 def run(backend, z, program, seeds, step, mode=P.DRAW | P.TELEMETRY | P.WRITE):
-    from entrodec.kernels import cpu
+    from entrodec.kernels import launch
 
     batch = z.shape[0]
     ops = np.array([op[0] for op in program], dtype=np.int64)
@@ -57,7 +57,7 @@ def run(backend, z, program, seeds, step, mode=P.DRAW | P.TELEMETRY | P.WRITE):
     tel = np.empty((batch, P.telemetry_width(len(program))))
     limit = float(np.finfo(np.float32).max)
     if backend == "cpu":
-        cpu.COMPILED["run_chain"](z, ops, params, keys, out, tel, mode, limit, numba.get_num_threads())
+        launch.run_cpu_arrays(z, ops, params, keys, out, tel, mode, limit)
     else:
         from entrodec.kernels import cuda as cuda_backend
 
@@ -72,7 +72,12 @@ def assert_same(z, program, seeds, step):
     assert np.array_equal(tel_gpu[:, P.T_TOKEN], tel_cpu[:, P.T_TOKEN])
     assert np.array_equal(np.isfinite(out_gpu), np.isfinite(out_cpu))
     assert np.array_equal(out_gpu, out_cpu)
-    assert np.allclose(tel_gpu, tel_cpu, rtol=1e-9, atol=1e-9, equal_nan=True)
+    # the raw row's sums (entropy and log-probability before the chain) may come from the CPU's float32
+    # exponentials when the chain starts with a temperature: a report, as precise as the reference's
+    raw = [P.T_H_BEFORE, P.T_LOGP_BEFORE]
+    rest = [k for k in range(tel_cpu.shape[1]) if k not in raw]
+    assert np.allclose(tel_gpu[:, raw], tel_cpu[:, raw], rtol=1e-6, atol=1e-6, equal_nan=True)
+    assert np.allclose(tel_gpu[:, rest], tel_cpu[:, rest], rtol=1e-9, atol=1e-9, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
