@@ -565,8 +565,8 @@ def row_write(z, m, s, dt, ilo, ihi, shift, limit, out, ws):
 def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i):
     """Apply the program to every row of ``z`` (``[batch, vocab]``) on ``threads`` threads (Numba's
     count, passed in: reading it here would keep the function out of the cache); see
-    :mod:`entrodec.kernels.program`. ``rows_f``/``rows_i`` (float64 ``[threads, ROW_F, vocab + PAD]``
-    and int64 ``[threads, ROW_I, vocab + PAD]``, any contents) hold each thread's vocabulary-sized work
+    :mod:`entrodec.kernels.program`. ``rows_f``/``rows_i`` (float64 ``[>= threads, ROW_F, vocab + PAD]``
+    and int64 ``[>= threads, ROW_I, vocab + PAD]``, any contents) hold each thread's vocabulary-sized work
     arrays; the caller keeps them from call to call, since fresh ones would be page-faulted in at every
     step, which at batch 1 costs a good part of the pass itself."""
     batch, vocab = z.shape
