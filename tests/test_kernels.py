@@ -296,11 +296,12 @@ def test_large_rows_equal_the_reference(name):
     assert torch.equal(torch.isfinite(fused), torch.isfinite(reference))
     if name in ("top-p 0.9", "top-k 3000, top-p"):  # narrowed past the sort window, over the whole list
         assert int(torch.isfinite(fused).sum(-1).max()) > 512
-    drawn = chain.sample(None, scores, seeds=seeds, steps=3)  # telemetry's scan at T = 1 comes first
+    drawn = chain.sample(None, scores, seeds=seeds, steps=3)  # with telemetry: the raw row's sums come first
     assert torch.equal(drawn.tokens, race_draw(reference, seeds, 3))
     assert torch.equal(drawn.telemetry.kept, torch.isfinite(reference).sum(-1))
     # the raw row's entropy and log-probability (float32 exponentials when the chain starts with T != 1)
-    measured = measure_step(scores.double(), reference.double(), drawn.tokens, chain.applied_temperature(8))
+    measured = measure_step(scores.double(), reference.double(), drawn.tokens,
+                            chain.applied_temperature(scores.shape[0]))
     assert torch.allclose(drawn.telemetry.entropy_before.double(), measured.entropy_before, rtol=1e-6)
     assert torch.allclose(drawn.telemetry.logprob_before.double(), measured.logprob_before, rtol=1e-6, atol=1e-6)
 
