@@ -27,8 +27,9 @@ CHUNK = 256  # tokens per vectorised stage: the chunk buffers stay in L1
 ROW_F, ROW_I = 8, 2  # vocabulary-sized work arrays per thread (float64, int64): see run_chain
 
 # exp(-x) = 2^-k · e^r with k = round(x / ln 2), |r| <= ln2/2, e^r by its Taylor polynomial (degree 12:
-# relative error < 1e-14). Written so that LLVM vectorises it; libm's exp would not be. AVX2 has no
-# float64 -> int64 conversion, so k and 2^-k come from the bits of x/ln2 + ROUND_MAGIC (integer ops only).
+# relative error < 1e-14) in Estrin's scheme. Written so that LLVM vectorises it; libm's exp would not be.
+# AVX2 has no float64 -> int64 conversion, so k and 2^-k come from the bits of x/ln2 + ROUND_MAGIC
+# (integer ops only).
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01
 LN2_LO = 1.90821492927058770002e-10
@@ -54,8 +55,10 @@ NEAR_D, NEAR_I, NEAR_E = 17, 18, 19
 # also keeps, apart, the *near tier*: its tokens up to its second-to-last pivot (a few nats from the
 # maximum, where most rules' targets lie), so that a pass ending there reads a short list that stays in
 # cache instead of compacting the whole one.
-# The recording scan writes only each token's e^-x: gaps and ids follow from the row and the position
-# until a pass needs the whole list (most chains never do), which spares two thirds of its memory traffic.
+# A whole-row recording scan writes only each token's e^-x: gaps and ids follow from the row and the
+# position until a pass needs the whole list (most chains never do), which spares two thirds of its memory
+# traffic. A bounded one (a threshold rule such as min-p, whose tokens are few) lists its tokens by id, so
+# that the draw after it reads those alone instead of the row.
 META_VALID, META_TOP, META_SCALE, META_COUNT, META_NEAR_TOP, META_NEAR_COUNT, META_POSITIONAL = 0, 1, 2, 3, 4, 5, 6
 META_SIZE = 7
 # A chunk's stages: ``gaps`` (inf for tokens outside the scan), ``xs = s·gap``, ``es = e^-x`` and
@@ -118,6 +121,24 @@ def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, h
     return inside_count
 
 
+def row_floor(z, m, top):
+    """A value in the row's dtype at or below the logit of every token with gap ``<= top``, so that a
+    chunk whose maximum lies below it can be skipped unread by the exact test (a bounded pass then costs
+    about one vectorised read of the row). The margin covers the rounding of ``m − z``; rounding to the
+    row's dtype never excludes a token, since its logit is itself a value of that dtype."""
+    own = z[:1].copy()
+    own[0] = (m - top) - (abs(m) + abs(top)) * 1e-9
+    return own[0]
+
+
+def chunk_top(z, start, count):
+    """The largest logit of row tokens ``start...`` (in the row's dtype: one vectorised read)."""
+    top = z[start]
+    for j in range(count):
+        top = max(top, z[start + j])
+    return top
+
+
 def chunk_exp(xs, es, qs, count):
     """``es = exp(-xs)`` and ``qs = xs·es`` (both 0 where ``x`` is inf or beyond EXP_LIMIT)."""
     for j in range(count):
@@ -126,10 +147,15 @@ def chunk_exp(xs, es, qs, count):
         t = xc * LOG2E + ROUND_MAGIC
         k = t - ROUND_MAGIC
         r = (k * LN2_HI - xc) + k * LN2_LO
-        p = 1.0 + r * (1.0 + r * (0.5 + r * (1.6666666666666666e-01 + r * (4.1666666666666664e-02 + r * (
-            8.3333333333333332e-03 + r * (1.3888888888888889e-03 + r * (1.9841269841269841e-04 + r * (
-                2.4801587301587302e-05 + r * (2.7557319223985893e-06 + r * (2.7557319223985888e-07 + r * (
-                    2.5052108385441720e-08 + r * 2.0876756987868100e-09)))))))))))
+        # Estrin's scheme: pairs, then powers r², r⁴, r⁸ (a dependency chain of 6 instead of Horner's 12)
+        r2 = r * r
+        r4 = r2 * r2
+        p03 = (1.0 + r) + (0.5 + 1.6666666666666666e-01 * r) * r2
+        p47 = (4.1666666666666664e-02 + 8.3333333333333332e-03 * r) + (
+            1.3888888888888889e-03 + 1.9841269841269841e-04 * r) * r2
+        p812 = (2.4801587301587302e-05 + 2.7557319223985893e-06 * r) + (
+            2.7557319223985888e-07 + 2.5052108385441720e-08 * r) * r2 + 2.0876756987868100e-09 * r4
+        p = (p03 + p47 * r4) + p812 * (r4 * r4)
         e = p * bits_float((EXP_BITS - float_bits(t)) << 52)  # 2^-k: the biased exponent 1023 - k
         e = e if x <= EXP_LIMIT else 0.0
         es[j] = e
@@ -274,6 +300,23 @@ def list_record(start, count, inside, near, ws):
     meta[META_NEAR_COUNT] = n_near
 
 
+def list_append(start, count, listed, ws):
+    """Append the chunk's tokens inside the scan (gap, id, ``e^-x``) to the list's ``listed`` entries;
+    returns the new count (branch-free: the writes past the end are overwritten by the next token)."""
+    gaps = ws[GAPS]
+    es = ws[ES]
+    list_d = ws[LIST_D]
+    list_i = ws[LIST_I]
+    list_e = ws[LIST_E]
+    for j in range(count):
+        d = gaps[j]
+        list_d[listed] = d
+        list_i[listed] = start + j
+        list_e[listed] = es[j]
+        listed += 1 if d < math.inf else 0
+    return listed
+
+
 def list_rescale(s, ws):
     """Recompute the list's ``e^-x`` for a new scale (after a temperature)."""
     meta = ws[LIST_META]
@@ -407,9 +450,17 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     if from_list:
         list_ready(z, m, top, s, ws)
     record = (not from_list) & (lo < 0.0)
+    # A bounded scan (a threshold rule's) lists its tokens by id: few of them, and the passes after it
+    # then read only those. A whole-row scan lists by position (below).
+    compact = record & (hi < math.inf)
     # the near tier ends at the second-to-last pivot; none without pivots, or when it would be everything
-    near = piv[npiv - 2] if record and npiv >= 2 else -math.inf
+    near = piv[npiv - 2] if record and (not compact) and npiv >= 2 else -math.inf
     near = near if near < top else -math.inf
+    listed = 0
+    # a bounded pass over the row skips the chunks that hold no token below its top (a positional record
+    # must write every chunk)
+    skip = (not from_list) & (top < math.inf) & ((not record) | compact)
+    floor = row_floor(z, m, top)
     if record:
         meta[META_NEAR_COUNT] = 0.0
     total = int(meta[META_COUNT]) if from_list else z.shape[0]
@@ -425,10 +476,15 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         if from_list:
             inside = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, qs, ids)
         else:
+            if skip and chunk_top(z, start, count) < floor:
+                continue
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs)
             if inside > 0:
                 chunk_exp(xs, es, qs, count)
-            if record:
+            if compact:
+                if inside > 0:
+                    listed = list_append(start, count, listed, ws)
+            elif record:
                 list_record(start, count, inside, near, ws)
         if inside == 0:
             continue
@@ -447,9 +503,9 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     if record:
         meta[META_VALID] = 1.0
         meta[META_TOP] = top
-        meta[META_COUNT] = z.shape[0]
+        meta[META_COUNT] = listed if compact else z.shape[0]
         meta[META_NEAR_TOP] = near
-        meta[META_POSITIONAL] = 1.0
+        meta[META_POSITIONAL] = 0.0 if compact else 1.0
         meta[META_SCALE] = s
     for k in range(3 * npiv):
         acc[A_PIV + k] = hist[k]
@@ -480,11 +536,18 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
             tmp_i[n] = int(i)
             n += 1 if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))) else 0
     else:
-        for i in range(z.shape[0]):
-            d = m - np.float64(z[i])
-            tmp_d[n] = d
-            tmp_i[n] = i
-            n += 1 if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))) else 0
+        top = min(hi, dt)
+        floor = row_floor(z, m, top)
+        vocab = z.shape[0]
+        for start in range(0, vocab, CHUNK):
+            count = min(CHUNK, vocab - start)
+            if top < math.inf and chunk_top(z, start, count) < floor:
+                continue
+            for i in range(start, start + count):
+                d = m - np.float64(z[i])
+                tmp_d[n] = d
+                tmp_i[n] = i
+                n += 1 if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))) else 0
     order = np.argsort(tmp_d[:n], kind="mergesort")  # stable: ties stay in id order
     for j in range(n):
         cand_d[j] = tmp_d[order[j]]
@@ -515,6 +578,7 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     if from_list:
         list_ready(z, m, dt, s, ws)
     total = int(ws[LIST_META][META_COUNT]) if from_list else z.shape[0]
+    floor = row_floor(z, m, dt)
     n = 0.0
     g = 0.0
     q = 0.0
@@ -527,6 +591,8 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
             inside = chunk_from_list(ws[LIST_D], ws[LIST_I], ws[LIST_E], start, count, s, dt, ilo, ihi, -1.0, math.inf,
                                      gaps, xs, es, qs, ids)
         else:
+            if dt < math.inf and chunk_top(z, start, count) < floor:
+                continue
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, xs)
             for j in range(count):
                 ids[j] = start + j
@@ -594,7 +660,7 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i)
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away
 # inf (masked tokens).
 _FASTMATH = {"chunk_sums": {"reassoc", "contract", "nsz", "nnan"}, "row_max": {"reassoc", "nsz", "nnan"},
-             "plain_extremes": {"reassoc", "nsz", "nnan"},
+             "plain_extremes": {"reassoc", "nsz", "nnan"}, "chunk_top": {"reassoc", "nsz", "nnan"},
              "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"},
