@@ -636,25 +636,38 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i)
     arrays; the caller keeps them from call to call, since fresh ones would be page-faulted in at every
     step, which at batch 1 costs a good part of the pass itself."""
     batch, vocab = z.shape
-    npiv = PIVOTS
-    size = acc_size(npiv)
-    stride = size + PAD  # one thread's small arrays never share a cache line with another's
-    accs = np.empty((threads, stride))
-    pivs = np.empty((threads, npiv + PAD))
-    caches = np.empty((threads, stride))
-    chunks = np.empty((threads, 5, CHUNK + PAD))
-    hists = np.empty((threads, 3 * npiv + PAD))
-    metas = np.empty((threads, META_SIZE + PAD))
+    accs, pivs, caches, chunks, hists, metas = small_arrays(threads)
     writes = out.shape[0] == batch
     for b in prange(batch):
-        t = numba.get_thread_id()
-        f = rows_f[t]
-        ws = (accs[t, :size], pivs[t, :npiv], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
-              rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
-              chunks[t, 3, :CHUNK], chunks[t, 4, :CHUNK], hists[t, :3 * npiv], f[2, :vocab], f[3, :vocab],
-              f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab])
+        ws = thread_ws(numba.get_thread_id(), vocab, accs, pivs, caches, chunks, hists, metas, rows_f, rows_i)
         key = step_key(keys[b, 0], keys[b, 1])
         run_row(z[b], ops, prm[b], key, out[b] if writes else out[0], tel[b], mode, limit, ws)
+
+
+def run_one(z, ops, prm, keys, out, tel, mode, limit, rows_f, rows_i):
+    """:func:`run_chain` for a batch of one row, on the calling thread: a parallel region would only add
+    the wake-up of a thread pool that has nothing else to do."""
+    accs, pivs, caches, chunks, hists, metas = small_arrays(1)
+    ws = thread_ws(0, z.shape[1], accs, pivs, caches, chunks, hists, metas, rows_f, rows_i)
+    run_row(z[0], ops, prm[0], step_key(keys[0, 0], keys[0, 1]), out[0], tel[0], mode, limit, ws)
+
+
+def small_arrays(threads):
+    """Each thread's small work arrays, padded so that no two threads' share a cache line."""
+    size = acc_size(PIVOTS)
+    return (np.empty((threads, size + PAD)), np.empty((threads, PIVOTS + PAD)), np.empty((threads, size + PAD)),
+            np.empty((threads, 5, CHUNK + PAD)), np.empty((threads, 3 * PIVOTS + PAD)),
+            np.empty((threads, META_SIZE + PAD)))
+
+
+def thread_ws(t, vocab, accs, pivs, caches, chunks, hists, metas, rows_f, rows_i):
+    """Thread ``t``'s work arrays, in the order of the ``ws`` indices above."""
+    size = acc_size(PIVOTS)
+    f = rows_f[t]
+    return (accs[t, :size], pivs[t, :PIVOTS], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
+            rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
+            chunks[t, 3, :CHUNK], chunks[t, 4, :CHUNK], hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],
+            f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab])
 
 
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away

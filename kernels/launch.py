@@ -110,6 +110,9 @@ def run_cpu_arrays(
     with _cpu_lock:  # one parallel region at a time (Numba's workqueue layer is not re-entrant), one user of the buffers
         threads = numba.get_num_threads()
         rows_f, rows_i = _cpu_buffers(threads, z.shape[1])
+        if batch == 1:  # on this thread: no pool to wake, no thread count to change and restore
+            COMPILED["run_one"](z, ops, params, keys, out, tel, mode, limit, rows_f, rows_i)
+            return
         used = min(threads, batch)
         if used < threads:  # fewer rows than threads: don't wake threads that would find no row
             numba.set_num_threads(used)
