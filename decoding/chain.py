@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from transformers import LogitsProcessor
 
-from .draw import Seeds, as_seed_tensor, race_draw
+from .draw import Seeds, as_seed_tensor, as_step_tensor, race_draw
 from .fused import Draw, process_fused, sample_fused
 from .telemetry import measure_step
 
@@ -56,10 +56,10 @@ class SamplerChain(LogitsProcessor):
         """Process ``scores``, draw one token per row keyed by the row's seed and step, and measure the
         step (entropy before/after, kept-set size, log-probabilities, temperature applied)."""
         seeds = as_seed_tensor(seeds, scores.shape[0], scores.device)
-        steps = torch.as_tensor(steps, dtype=torch.int64, device=scores.device).expand(scores.shape[0])
         fused = sample_fused(self.processors, input_ids, scores, seeds, steps)
         if fused is not None:
             return fused
+        steps = as_step_tensor(steps, scores.shape[0], scores.device)
         processed = self._process_each(input_ids, scores)
         tokens = race_draw(processed, seeds, steps)
         return Draw(tokens, measure_step(scores, processed, tokens, self.applied_temperature(scores.shape[0])))

@@ -44,8 +44,12 @@ def as_seed_tensor(seeds: Seeds, batch: int, device: torch.device | str = "cpu")
     """``[batch]`` int64 seeds (one int for every row, one per row, or a tensor); any Python int is taken
     modulo 2**64."""
     if isinstance(seeds, torch.Tensor):
-        values = seeds.to(device=device, dtype=torch.int64).reshape(-1)
-        if values.numel() == 1:
+        values = seeds
+        if seeds.dtype != torch.int64 or seeds.dim() != 1 or seeds.device != (
+            device if isinstance(device, torch.device) else torch.device(device)
+        ):
+            values = seeds.to(device=device, dtype=torch.int64).reshape(-1)
+        if values.shape[0] == 1 and batch != 1:
             values = values.expand(batch)
     elif isinstance(seeds, int):
         values = torch.full((batch,), _signed(seeds), dtype=torch.int64, device=device)
@@ -54,6 +58,13 @@ def as_seed_tensor(seeds: Seeds, batch: int, device: torch.device | str = "cpu")
     if values.shape[0] != batch:
         raise ValueError(f"need one seed per row: {values.shape[0]} seeds for {batch} rows")
     return values
+
+
+def as_step_tensor(steps: int | torch.Tensor, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[batch]`` int64 decoding steps from one int or tensor for every row, or one per row."""
+    if isinstance(steps, int):
+        return torch.full((batch,), steps, dtype=torch.int64, device=device)
+    return torch.as_tensor(steps, dtype=torch.int64, device=device).expand(batch)
 
 
 def step_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -72,7 +83,7 @@ def race_draw(logits: torch.Tensor, seeds: Seeds, steps: int | torch.Tensor = 0)
     exponential race keyed by each row's seed and step."""
     batch = logits.shape[0]
     seeds = as_seed_tensor(seeds, batch, logits.device)
-    steps = torch.as_tensor(steps, dtype=torch.int64, device=logits.device).expand(batch)
+    steps = as_step_tensor(steps, batch, logits.device)
     rows, cols = torch.nonzero(torch.isfinite(logits), as_tuple=True)
     u = token_uniforms(step_keys(seeds, steps)[rows], cols)
     scores = torch.full(logits.shape, -torch.inf, dtype=torch.float64, device=logits.device)

@@ -2,14 +2,15 @@
 
 A processor opts in with ``kernel_op(input_ids, scores) -> KernelOp`` (its op code and per-row values,
 scalars or ``[batch]`` tensors) and may take back what the kernel measured with
-``after_kernel(input_ids, temperature, entropy)`` (``[batch]`` tensors: the temperature it applied and the entropy
-it saw, NaN where it has none). ``process_fused`` and ``sample_fused`` return ``None`` whenever the
+``after_kernel(input_ids, temperature, entropy)`` (``[batch]`` tensors: the temperature it applied, float32, and
+the entropy it saw, float64, NaN where it has none). ``process_fused`` and ``sample_fused`` return ``None`` whenever the
 kernels cannot run, and the caller falls back to the torch reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 
 from .. import kernels
 from ..kernels import program
-from .draw import greedy
+from ..kernels.launch import run_cpu_step
+from .draw import as_step_tensor, greedy
 from .rowparams import check_rows
 from .telemetry import StepTelemetry, measure_step
 
@@ -37,8 +39,8 @@ class Draw(NamedTuple):
 def kernel_program(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> tuple[list[int], torch.Tensor] | None:
     """The kernel program of ``processors`` for ``scores``: op codes and per-row parameters (float64
     ``[batch, n_ops, SLOTS]``), or ``None`` when the kernels cannot run them."""
-    ops = _kernel_ops(processors, input_ids, scores)
-    return None if ops is None else ([op.code for op in ops], _params(ops, scores.shape[0]))
+    compiled = _compile(processors, input_ids, scores)
+    return None if compiled is None else (compiled[0].tolist(), torch.from_numpy(compiled[1].copy()))
 
 
 def _kernel_ops(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> list[KernelOp] | None:
@@ -54,59 +56,102 @@ def _kernel_ops(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> l
     return ops
 
 
-def _params(ops: Sequence[KernelOp], batch: int) -> torch.Tensor:
+def _compile(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+    """Op codes (int64) and parameters (float64 ``[batch, n_ops, SLOTS]``) in NumPy, never to be written:
+    a program of plain numbers is built once and then looked up, since right after the model's forward
+    pass every line of Python costs several times its warm price."""
+    ops = _kernel_ops(processors, input_ids, scores)
+    if ops is None:
+        return None
+    key = [scores.shape[0]]
+    for op in ops:
+        items = tuple(op.values.items())
+        if not all(type(value) in (int, float, bool) for _, value in items):  # per-row tensors: built afresh
+            return _build(scores.shape[0], [(op.code, tuple(op.values.items())) for op in ops])
+        key.append((op.code, items))
+    return _built(tuple(key))
+
+
+@lru_cache(maxsize=64)
+def _built(key: tuple) -> tuple[np.ndarray, np.ndarray]:
+    return _build(key[0], key[1:])
+
+
+def _build(batch: int, ops: Sequence[tuple[int, tuple[tuple[str, Any], ...]]]) -> tuple[np.ndarray, np.ndarray]:
     # filled in NumPy: a torch op per slot would cost more than the kernel pass itself at batch 1
     params = np.zeros((batch, len(ops), program.SLOTS))
-    for index, op in enumerate(ops):
-        for slot, (name, value) in enumerate(op.values.items()):
+    for index, (_, items) in enumerate(ops):
+        for slot, (name, value) in enumerate(items):
             if isinstance(value, torch.Tensor):
                 check_rows(value, batch, name)
                 value = value.detach().to(device="cpu", dtype=torch.float64).numpy()
             params[:, index, slot] = value
-    return torch.from_numpy(params)
+    return np.array([code for code, _ in ops], dtype=np.int64), params
 
 
-def _run(processors, input_ids, scores, mode, seeds=None, steps=None):
-    compiled = kernel_program(processors, input_ids, scores)
-    if compiled is None:
-        return None
-    out, tel = kernels.run_program(scores, *compiled, mode, seeds, steps)
-    for index, processor in enumerate(processors):  # device tensors: only HAPO's windows read them back
+def _after_kernel(processors: Sequence[Any], input_ids, tel: np.ndarray | torch.Tensor) -> None:
+    """Hand each processor what the kernel measured for it (CPU telemetry arrives as NumPy; device
+    telemetry stays on the device: only HAPO's windows read it back)."""
+    for index, processor in enumerate(processors):
         after = getattr(processor, "after_kernel", None)
         if after is not None:
-            after(input_ids, tel[:, program.op_temperature_column(index)], tel[:, program.op_entropy_column(index)])
-    return out, tel
+            temperature = program.op_temperature_column(index)
+            entropy = program.op_entropy_column(index)
+            if isinstance(tel, np.ndarray):
+                after(input_ids, torch.from_numpy(tel[:, temperature].astype(np.float32)), torch.from_numpy(tel[:, entropy]))
+            else:
+                after(input_ids, tel[:, temperature].float(), tel[:, entropy])
 
 
 def process_fused(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> torch.Tensor | None:
     """The processed logits of ``processors`` applied in order, or ``None`` if a kernel cannot run."""
-    ran = _run(processors, input_ids, scores, program.WRITE)
-    return None if ran is None else ran[0]
+    compiled = _compile(processors, input_ids, scores)
+    if compiled is None:
+        return None
+    out, tel = kernels.run_program(scores, compiled[0], torch.from_numpy(compiled[1]), program.WRITE)
+    _after_kernel(processors, input_ids, tel.numpy() if tel.device.type == "cpu" else tel)
+    return out
 
 
 def sample_fused(
-    processors: Sequence[Any], input_ids, scores: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor
+    processors: Sequence[Any], input_ids, scores: torch.Tensor, seeds: torch.Tensor, steps: int | torch.Tensor
 ) -> Draw | None:
-    """Process, draw and measure in one pass, or ``None`` if a kernel cannot run."""
-    ran = _run(processors, input_ids, scores, program.DRAW | program.TELEMETRY, seeds, steps)
-    if ran is None:
+    """Process, draw and measure in one pass, or ``None`` if a kernel cannot run. ``seeds``: int64
+    ``[batch]`` on the scores' device; ``steps``: one int for every row, or a tensor."""
+    compiled = _compile(processors, input_ids, scores)
+    if compiled is None:
         return None
-    tel = ran[1].cpu().numpy()  # generate() reads every row's token and telemetry at each step anyway
-    tokens = torch.from_numpy(np.maximum(tel[:, program.T_TOKEN], 0.0).astype(np.int64))
-    empty = tel[:, program.T_STATUS] == program.STATUS_EMPTY
+    mode = program.DRAW | program.TELEMETRY
+    on_cpu = scores.device.type == "cpu"
+    if on_cpu:  # straight to the CPU backend's arrays: the fewest Python steps between forward and kernel
+        tel = run_cpu_step(scores, compiled[0], compiled[1], mode, seeds.numpy(),
+                           steps if isinstance(steps, int) else as_step_tensor(steps, scores.shape[0]).numpy())
+        _after_kernel(processors, input_ids, tel)
+    else:
+        steps = as_step_tensor(steps, scores.shape[0], scores.device)
+        _, on_device = kernels.run_program(scores, compiled[0], torch.from_numpy(compiled[1]), mode, seeds, steps)
+        _after_kernel(processors, input_ids, on_device)
+        tel = on_device.cpu().numpy()  # generate() reads every row's token and telemetry at each step anyway
+    # one cast per dtype, each field then a contiguous row
+    floats = tel[:, :program.FIXED].T.astype(np.float32, order="C")
+    ints = tel[:, _INT_COLUMNS].T.astype(np.int64, order="C")
+    if floats[program.T_STATUS].any():  # a row without a finite logit: token -1 reads as 0, log-probability -inf
+        empty = floats[program.T_STATUS] == program.STATUS_EMPTY
+        ints[0][empty] = 0
+        floats[program.T_LOGP_AFTER][empty] = -np.inf
+    tokens = torch.from_numpy(ints[0])
     telemetry = StepTelemetry(
-        entropy_before=_float32(tel[:, program.T_H_BEFORE]),
-        entropy_after=_float32(tel[:, program.T_H_AFTER]),
-        kept=torch.from_numpy(tel[:, program.T_KEPT].astype(np.int64)),
-        logprob_before=_float32(tel[:, program.T_LOGP_BEFORE]),
-        logprob_after=_float32(np.where(empty, -np.inf, tel[:, program.T_LOGP_AFTER])),
-        temperature=_float32(tel[:, program.T_TEMPERATURE]),
+        entropy_before=torch.from_numpy(floats[program.T_H_BEFORE]),
+        entropy_after=torch.from_numpy(floats[program.T_H_AFTER]),
+        kept=torch.from_numpy(ints[1]),
+        logprob_before=torch.from_numpy(floats[program.T_LOGP_BEFORE]),
+        logprob_after=torch.from_numpy(floats[program.T_LOGP_AFTER]),
+        temperature=torch.from_numpy(floats[program.T_TEMPERATURE]),
     )
-    return Draw(tokens.to(scores.device), telemetry)
+    return Draw(tokens if on_cpu else tokens.to(scores.device), telemetry)
 
 
-def _float32(column: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(column.astype(np.float32))
+_INT_COLUMNS = [program.T_TOKEN, program.T_KEPT]
 
 
 def greedy_draw(raw: torch.Tensor) -> Draw:

@@ -121,14 +121,11 @@ def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, h
     return inside_count
 
 
-def row_floor(z, m, top):
-    """A value in the row's dtype at or below the logit of every token with gap ``<= top``, so that a
-    chunk whose maximum lies below it can be skipped unread by the exact test (a bounded pass then costs
-    about one vectorised read of the row). The margin covers the rounding of ``m − z``; rounding to the
-    row's dtype never excludes a token, since its logit is itself a value of that dtype."""
-    own = z[:1].copy()
-    own[0] = (m - top) - (abs(m) + abs(top)) * 1e-9
-    return own[0]
+def row_floor(m, top):
+    """A logit at or below that of every token with gap ``<= top`` (``-inf`` for an unbounded pass), so
+    that a chunk whose maximum lies below it can be skipped unread by the exact test (a bounded pass then
+    costs about one vectorised read of the row). The margin covers the rounding of ``m − z``."""
+    return (m - top) - (abs(m) + abs(top)) * 1e-9
 
 
 def chunk_top(z, start, count):
@@ -137,6 +134,11 @@ def chunk_top(z, start, count):
     for j in range(count):
         top = max(top, z[start + j])
     return top
+
+
+def chunk_below(z, start, count, floor):
+    """Whether row tokens ``start...`` all lie below ``floor`` (never for ``floor = -inf``)."""
+    return (floor > -math.inf) and (np.float64(chunk_top(z, start, count)) < floor)
 
 
 def chunk_exp(xs, es, qs, count):
@@ -459,8 +461,7 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     listed = 0
     # a bounded pass over the row skips the chunks that hold no token below its top (a positional record
     # must write every chunk)
-    skip = (not from_list) & (top < math.inf) & ((not record) | compact)
-    floor = row_floor(z, m, top)
+    floor = row_floor(m, top) if (not from_list) & ((not record) | compact) else -math.inf
     if record:
         meta[META_NEAR_COUNT] = 0.0
     total = int(meta[META_COUNT]) if from_list else z.shape[0]
@@ -476,7 +477,7 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         if from_list:
             inside = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, qs, ids)
         else:
-            if skip and chunk_top(z, start, count) < floor:
+            if chunk_below(z, start, count, floor):
                 continue
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs)
             if inside > 0:
@@ -536,12 +537,11 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
             tmp_i[n] = int(i)
             n += 1 if (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi))) else 0
     else:
-        top = min(hi, dt)
-        floor = row_floor(z, m, top)
+        floor = row_floor(m, min(hi, dt))
         vocab = z.shape[0]
         for start in range(0, vocab, CHUNK):
             count = min(CHUNK, vocab - start)
-            if top < math.inf and chunk_top(z, start, count) < floor:
+            if chunk_below(z, start, count, floor):
                 continue
             for i in range(start, start + count):
                 d = m - np.float64(z[i])
@@ -578,7 +578,7 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     if from_list:
         list_ready(z, m, dt, s, ws)
     total = int(ws[LIST_META][META_COUNT]) if from_list else z.shape[0]
-    floor = row_floor(z, m, dt)
+    floor = row_floor(m, dt)
     n = 0.0
     g = 0.0
     q = 0.0
@@ -591,7 +591,7 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
             inside = chunk_from_list(ws[LIST_D], ws[LIST_I], ws[LIST_E], start, count, s, dt, ilo, ihi, -1.0, math.inf,
                                      gaps, xs, es, qs, ids)
         else:
-            if dt < math.inf and chunk_top(z, start, count) < floor:
+            if chunk_below(z, start, count, floor):
                 continue
             inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, xs)
             for j in range(count):

@@ -67,17 +67,39 @@ def run_program(
     backend = backend_for(scores)
     if backend is None:
         raise ValueError(f"no kernel backend for a {scores.dtype} tensor of shape {tuple(scores.shape)} on {scores.device}")
-    work = scores.detach()
-    if work.dtype not in (torch.float32, torch.float64):
-        work = work.float()
-    work = work.contiguous()
-    if work.dtype != torch.float64:
-        mode |= program.FLOAT32_PARAMS
+    work, mode = _readable(scores, mode)
     run = _run_cpu if backend == "cpu" else _run_cuda
     out, tel = run(work, ops, params, mode, seeds, steps, _largest(scores.dtype))
     if out is None or out.dtype == scores.dtype:
         return out, tel
     return out.to(scores.dtype), tel
+
+
+def run_cpu_step(
+    scores: torch.Tensor, ops: np.ndarray, params: np.ndarray, mode: int, seeds: np.ndarray, steps: int | np.ndarray
+) -> np.ndarray:
+    """:func:`run_program` without WRITE for a CPU tensor, on NumPy arguments (int64 ``ops``, float64
+    ``params``, ``[batch]`` ``seeds`` and ``steps``, or one int for every row): the telemetry, float64
+    ``[batch, width]``. The shortest way from a decoding step's logits to the kernel."""
+    work, mode = _readable(scores, mode)
+    z = work.numpy()
+    keys = np.empty((z.shape[0], 2), dtype=np.int64)
+    keys[:, 0] = seeds
+    keys[:, 1] = steps
+    tel = np.empty((z.shape[0], program.telemetry_width(len(ops))))
+    run_cpu_arrays(z, ops, params, keys, np.empty((1, 1), dtype=z.dtype), tel, mode, _largest(scores.dtype))
+    return tel
+
+
+def _readable(scores: torch.Tensor, mode: int) -> tuple[torch.Tensor, int]:
+    """The logits as the kernels read them (float32 or float64, contiguous, outside autograd) and the
+    mode bits that their dtype implies."""
+    work = scores.detach() if scores.requires_grad else scores
+    if work.dtype not in (torch.float32, torch.float64):
+        work = work.float()
+    if not work.is_contiguous():
+        work = work.contiguous()
+    return work, (mode if work.dtype == torch.float64 else mode | program.FLOAT32_PARAMS)
 
 
 def _run_cpu(work, ops, params, mode, seeds, steps, limit):
@@ -108,11 +130,12 @@ def run_cpu_arrays(
     batch = z.shape[0]
     params = np.ascontiguousarray(params, dtype=np.float64)
     with _cpu_lock:  # one parallel region at a time (Numba's workqueue layer is not re-entrant), one user of the buffers
-        threads = numba.get_num_threads()
-        rows_f, rows_i = _cpu_buffers(threads, z.shape[1])
-        if batch == 1:  # on this thread: no pool to wake, no thread count to change and restore
+        if batch == 1:  # on this thread: no pool to wake, no thread count to read, change and restore
+            rows_f, rows_i = _cpu_buffers(1, z.shape[1])
             COMPILED["run_one"](z, ops, params, keys, out, tel, mode, limit, rows_f, rows_i)
             return
+        threads = numba.get_num_threads()
+        rows_f, rows_i = _cpu_buffers(threads, z.shape[1])
         used = min(threads, batch)
         if used < threads:  # fewer rows than threads: don't wake threads that would find no row
             numba.set_num_threads(used)
@@ -123,7 +146,7 @@ def run_cpu_arrays(
                 numba.set_num_threads(threads)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)  # a vocabulary or two (model switching), each at batch 1 and in parallel
 def _cpu_buffers(threads: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
     # kept for the process's life: the same memory the kernel used to allocate (and fault in) per call
     from .cpu import PAD, ROW_F, ROW_I

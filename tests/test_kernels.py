@@ -251,6 +251,23 @@ def test_all_masked_row_is_reported_not_drawn():
     drawn = SamplerChain([TopP(0.9)]).sample(None, scores, seeds=[0, 1])
     assert int(drawn.tokens[0]) == 3
     assert math.isinf(float(drawn.telemetry.logprob_after[1]))  # generate() turns this into an error
+    assert int(drawn.tokens[1]) == 0 and int(drawn.telemetry.kept[1]) == 0
+
+
+def test_a_changed_parameter_takes_effect_at_the_next_step():
+    """The fused path builds a program of plain numbers once and looks it up afterwards: a parameter
+    changed between steps must run with its new value, as in the torch reference."""
+    scores = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    temperature = Temperature(1.0)
+    chain = SamplerChain([temperature, MinP(0.3)])
+    assert chain.sample(None, scores, seeds=0).telemetry.kept.tolist() == [2]  # z >= 3 + ln 0.3
+    temperature.temperature = 4.0
+    drawn = chain.sample(None, scores, seeds=0)
+    assert temperature.last_temperature.dtype == torch.float32 and temperature.last_temperature.tolist() == [4.0]
+    with use_kernels(False):
+        reference = chain.sample(None, scores, seeds=0)
+    assert drawn.telemetry.kept.tolist() == reference.telemetry.kept.tolist() == [4]
+    assert drawn.tokens.tolist() == reference.tokens.tolist()
 
 
 def test_tie_groups_larger_than_the_sort_window():

@@ -202,7 +202,7 @@ class EntropyTemperature(LogitsProcessor):
         return KernelOp(program.HAPO, {"temperature": self.temperature, "tau": self.tau, **dict(zip(names, columns))})
 
     def after_kernel(self, input_ids: torch.LongTensor | None, temperature: torch.Tensor, entropy: torch.Tensor) -> None:
-        self.last_temperature = temperature.float()
+        self.last_temperature = temperature
         if self.kind == "hapo":
             self._record(input_ids, entropy.tolist())
 

@@ -70,7 +70,7 @@ class Temperature(LogitsProcessor):
         return KernelOp(program.TEMPERATURE, {"temperature": self.temperature})
 
     def after_kernel(self, input_ids: torch.LongTensor | None, temperature: torch.Tensor, entropy: torch.Tensor) -> None:
-        self.last_temperature = temperature.float()
+        self.last_temperature = temperature
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
         fused = process_fused([self], input_ids, scores)
