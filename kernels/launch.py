@@ -114,7 +114,8 @@ def _run_cpu(work, ops, params, mode, seeds, steps, limit):
         keys[:, 0] = seeds.numpy()
     if steps is not None:
         keys[:, 1] = steps.numpy()
-    run_cpu_arrays(z, np.asarray(ops, dtype=np.int64), params.numpy(), keys, out, tel, mode, limit)
+    run_cpu_arrays(z, np.asarray(ops, dtype=np.int64), np.ascontiguousarray(params.numpy(), dtype=np.float64), keys, out, tel,
+                   mode, limit)
     return (torch.from_numpy(out) if mode & program.WRITE else None), torch.from_numpy(tel)
 
 
@@ -123,12 +124,11 @@ def run_cpu_arrays(
     mode: int, limit: float,
 ) -> None:
     """The CPU backend on NumPy arrays: ``z`` ``[batch, vocab]``, ``ops`` int64, ``params`` float64
-    ``[batch, n_ops, SLOTS]``, ``keys`` int64 ``[batch, 2]`` (seed, step), ``out`` ``[batch, vocab]`` in
+    ``[batch, n_ops, SLOTS]`` (C-contiguous), ``keys`` int64 ``[batch, 2]`` (seed, step), ``out`` ``[batch, vocab]`` in
     WRITE mode (else ``[1, 1]``), ``tel`` float64 ``[batch, width]``."""
     from .cpu import COMPILED
 
     batch = z.shape[0]
-    params = np.ascontiguousarray(params, dtype=np.float64)
     with _cpu_lock:  # one parallel region at a time (Numba's workqueue layer is not re-entrant), one user of the buffers
         if batch == 1:  # on this thread: no pool to wake, no thread count to read, change and restore
             rows_f, rows_i = _cpu_buffers(1, z.shape[1])

@@ -35,7 +35,7 @@ WRITE = 4       # write the processed logits (what the chain's __call__ returns)
 FLOAT32_PARAMS = 8  # temperatures and epsilons act as float32, as in the torch reference for non-float64 logits
 
 # Telemetry columns (float64 ``[batch, FIXED + 2·n_ops]``).
-T_TOKEN = 0
+T_TOKEN = 0         # the token drawn; 0 for a row with no finite logit (see T_STATUS)
 T_H_BEFORE = 1
 T_H_AFTER = 2
 T_KEPT = 3
