@@ -63,18 +63,15 @@ def _compile(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> tupl
     ops = _kernel_ops(processors, input_ids, scores)
     if ops is None:
         return None
-    key = [scores.shape[0]]
-    for op in ops:
-        items = tuple(op.values.items())
-        if not all(type(value) in (int, float, bool) for _, value in items):  # per-row tensors: built afresh
-            return _build(scores.shape[0], [(op.code, tuple(op.values.items())) for op in ops])
-        key.append((op.code, items))
-    return _built(tuple(key))
+    entries = tuple((op.code, tuple(op.values.items())) for op in ops)
+    if all(type(value) in (int, float, bool) for _, items in entries for _, value in items):
+        return _built(scores.shape[0], entries)
+    return _build(scores.shape[0], entries)  # per-row tensors: built afresh
 
 
 @lru_cache(maxsize=64)
-def _built(key: tuple) -> tuple[np.ndarray, np.ndarray]:
-    return _build(key[0], key[1:])
+def _built(batch: int, entries: tuple) -> tuple[np.ndarray, np.ndarray]:
+    return _build(batch, entries)
 
 
 def _build(batch: int, ops: Sequence[tuple[int, tuple[tuple[str, Any], ...]]]) -> tuple[np.ndarray, np.ndarray]:
