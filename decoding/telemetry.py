@@ -29,11 +29,14 @@ def measure_step(raw: torch.Tensor, processed: torch.Tensor, tokens: torch.Tenso
     index = tokens.view(-1, 1)
     before = log_probs(raw)
     after = log_probs(processed)
+    kept = (after > -torch.inf).sum(dim=-1)
+    # a row that kept nothing has no distribution to draw from: its token's log-probability is -inf
+    logprob_after = after.gather(1, index).squeeze(1).masked_fill(kept == 0, -torch.inf)
     return StepTelemetry(
         entropy_before=entropy_from(torch.softmax(before, dim=-1), before).cpu(),
         entropy_after=entropy_from(after.exp(), after).cpu(),
-        kept=(after > -torch.inf).sum(dim=-1).cpu(),
+        kept=kept.cpu(),
         logprob_before=before.gather(1, index).squeeze(1).cpu(),
-        logprob_after=after.gather(1, index).squeeze(1).cpu(),
+        logprob_after=logprob_after.cpu(),
         temperature=temperature.cpu(),
     )
