@@ -82,13 +82,7 @@ def run_cpu_step(
     ``params``, ``[batch]`` ``seeds`` and ``steps``, or one int for every row): the telemetry, float64
     ``[batch, width]``. The shortest way from a decoding step's logits to the kernel."""
     work, mode = _readable(scores, mode)
-    z = work.numpy()
-    keys = np.empty((z.shape[0], 2), dtype=np.int64)
-    keys[:, 0] = seeds
-    keys[:, 1] = steps
-    tel = np.empty((z.shape[0], program.telemetry_width(len(ops))))
-    run_cpu_arrays(z, ops, params, keys, np.empty((1, 1), dtype=z.dtype), tel, mode, _largest(scores.dtype))
-    return tel
+    return _cpu_pass(work.numpy(), ops, params, mode, seeds, steps, _largest(scores.dtype), None)
 
 
 def _readable(scores: torch.Tensor, mode: int) -> tuple[torch.Tensor, int]:
@@ -103,20 +97,22 @@ def _readable(scores: torch.Tensor, mode: int) -> tuple[torch.Tensor, int]:
 
 
 def _run_cpu(work, ops, params, mode, seeds, steps, limit):
+    z = work.numpy()
+    out = np.empty_like(z) if mode & program.WRITE else None
+    tel = _cpu_pass(z, np.asarray(ops, dtype=np.int64), np.ascontiguousarray(params.numpy(), dtype=np.float64), mode,
+                    0 if seeds is None else seeds.numpy(), 0 if steps is None else steps.numpy(), limit, out)
+    return (None if out is None else torch.from_numpy(out)), torch.from_numpy(tel)
+
+
+def _cpu_pass(z, ops, params, mode, seeds, steps, limit, out):
     # NumPy buffers: at batch 1 the pass over a row takes well under a millisecond, and a handful of
     # torch allocations and copies would cost a good part of that again.
-    z = work.numpy()
-    batch = z.shape[0]
-    tel = np.empty((batch, program.telemetry_width(len(ops))))
-    out = np.empty_like(z) if mode & program.WRITE else np.empty((1, 1), dtype=z.dtype)
-    keys = np.zeros((batch, 2), dtype=np.int64)
-    if seeds is not None:
-        keys[:, 0] = seeds.numpy()
-    if steps is not None:
-        keys[:, 1] = steps.numpy()
-    run_cpu_arrays(z, np.asarray(ops, dtype=np.int64), np.ascontiguousarray(params.numpy(), dtype=np.float64), keys, out, tel,
-                   mode, limit)
-    return (torch.from_numpy(out) if mode & program.WRITE else None), torch.from_numpy(tel)
+    keys = np.empty((z.shape[0], 2), dtype=np.int64)
+    keys[:, 0] = seeds
+    keys[:, 1] = steps
+    tel = np.empty((z.shape[0], program.telemetry_width(len(ops))))
+    run_cpu_arrays(z, ops, params, keys, np.empty((1, 1), dtype=z.dtype) if out is None else out, tel, mode, limit)
+    return tel
 
 
 def run_cpu_arrays(

@@ -291,8 +291,8 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
         tel[k] = math.nan
     m, n_finite, z_min = row_max(z, ws)
     if n_finite == 0:
-        # nothing can be drawn: token 0 with log-probability -inf (an index that is safe to use, and a
-        # value that generate() turns into an error), flagged by the status
+        # nothing can be drawn: token 0 (an index that is safe to use) with log-probability -inf, flagged
+        # by the status
         tel[T_STATUS] = STATUS_EMPTY
         tel[T_TOKEN] = 0.0
         tel[T_KEPT] = 0.0
