@@ -36,6 +36,9 @@ LN2_LO = 1.90821492927058770002e-10
 ROUND_MAGIC = 6755399441055744.0  # 1.5 · 2^52: adding it rounds to an integer, held in the low bits
 EXP_BITS = np.int64(np.array([ROUND_MAGIC]).view(np.int64)[0] + 1023)  # bits of ROUND_MAGIC, + the exponent bias
 EXP_LIMIT = 700.0  # e^-700 ≈ 1e-304: beyond it a token adds nothing a float64 sum can hold
+INF_BITS = np.int64(np.array([np.inf]).view(np.int64)[0])  # the bits of +inf, above those of every gap
+NO_BITS = np.int64(-1)  # below the bits of every gap (>= +0.0)
+NO_SUMS = (0.0, 0.0, 0.0, 0.0, 0.0, INF_BITS, NO_BITS)  # a chunk's sums before its first token (add_token)
 # The same in float32 for the raw row's sums that only feed the telemetry (row_raw_sums): AVX2 converts
 # float32 <-> int32 in vectors, so k comes from a conversion; degree 7 keeps the error below float32's.
 LOG2E_F32 = np.float32(LOG2E)
@@ -45,10 +48,10 @@ EXP_LIMIT_F32 = np.float32(87.0)  # e^-87 ≈ 1.6e-38, float32's smallest normal
 
 # Work arrays of one thread (``ws``): 0-4 as row_program describes; then
 TMP_D, TMP_I = 5, 6                         # gather scratch
-GAPS, XS, ES, QS, IDS = 7, 8, 9, 10, 11     # one chunk's stages (ids as float64, exact)
-HIST = 12                                   # per-pivot sums
-LIST_D, LIST_I, LIST_E, LIST_META = 13, 14, 15, 16
-NEAR_D, NEAR_I, NEAR_E = 17, 18, 19
+GAPS, ES, QS = 7, 8, 9                      # one chunk's stages
+HIST = 10                                   # per-pivot sums
+LIST_D, LIST_I, LIST_E, LIST_META = 11, 12, 13, 14
+NEAR_D, NEAR_I, NEAR_E = 15, 16, 17
 # The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
 # of the row and skip the exponentials: the whole chain computes them about once. The recording scan
@@ -61,8 +64,9 @@ NEAR_D, NEAR_I, NEAR_E = 17, 18, 19
 # that the draw after it reads those alone instead of the row.
 META_VALID, META_TOP, META_SCALE, META_COUNT, META_NEAR_TOP, META_NEAR_COUNT, META_POSITIONAL = 0, 1, 2, 3, 4, 5, 6
 META_SIZE = 7
-# A chunk's stages: ``gaps`` (inf for tokens outside the scan), ``xs = s·gap``, ``es = e^-x`` and
-# ``qs = x·e^-x`` (both 0 outside), so that every sum below is a plain or blended add.
+# A chunk's stages: ``gaps`` (inf for tokens outside the scan), ``es = e^-x`` and ``qs = x·e^-x`` (both 0
+# outside) with ``x = s·gap``, written by the loop that also sums them (one pass over the chunk: the
+# exponential and seven reductions vectorise together), so that the pivot sums are plain or blended adds.
 
 
 @intrinsic
@@ -89,36 +93,58 @@ def bits_float(typingctx, x):
     return types.float64(types.int64), codegen
 
 
-def chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs):
-    """Gaps ``d`` of row tokens ``start...`` that are kept and have ``lo < d <= hi`` (inf for the
-    others), and ``x = s·d``; returns how many are inside."""
-    inside_count = 0
+def chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, es, qs):
+    """The stages of row tokens ``start...`` that are kept and have ``lo < d <= hi`` (gap ``d``, ``e^-x``
+    and ``x·e^-x`` with ``x = s·d``; inf, 0 and 0 for the others), and their sums (see chunk_total)."""
+    sums = NO_SUMS
     for j in range(count):
         i = start + j
         d = m - np.float64(z[i])
         inside = (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi)))
+        x = s * d if inside else math.inf
+        e = exp_neg(x)
+        xe = min(x, EXP_LIMIT) * e
         gaps[j] = d if inside else math.inf
-        xs[j] = s * d if inside else math.inf
-        inside_count += 1 if inside else 0
-    return inside_count
+        es[j] = e
+        qs[j] = xe
+        sums = add_token(sums, inside, d, x, e, xe)
+    return chunk_total(sums)
 
 
-def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, qs, ids):
-    """The same for entries ``start...`` of the token list, with their recorded ``e^-x``."""
-    inside_count = 0
+def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, es, qs):
+    """The same for entries ``start...`` of the token list, with their recorded ``e^-x`` (the race reads
+    the ids from the list itself)."""
+    sums = NO_SUMS
     for j in range(count):
         d = list_d[start + j]
         i = list_i[start + j]
         inside = (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi)))
         x = s * d
-        e = list_e[start + j]
+        recorded = list_e[start + j]  # loaded whatever ``inside`` is: a conditional load would not vectorise
+        e = recorded if inside else 0.0
+        xe = x * e if inside else 0.0
         gaps[j] = d if inside else math.inf
-        ids[j] = i
-        xs[j] = x if inside else math.inf
-        es[j] = e if inside else 0.0
-        qs[j] = x * e if inside else 0.0
-        inside_count += 1 if inside else 0
-    return inside_count
+        es[j] = e
+        qs[j] = xe
+        sums = add_token(sums, inside, d, x, e, xe)
+    return chunk_total(sums)
+
+
+def add_token(sums, inside, d, x, e, xe):
+    """A token's share of its chunk's count, G, Q, Σx, Σx² and extreme gaps. The extremes are taken on
+    the gaps' bits, which order as the gaps do (a kept token's gap is >= 0): a float min/max reduction
+    stops LLVM vectorising the chunk's loop once it is inlined."""
+    n, g, q, sx, sxx, low, high = sums
+    xi = x if inside else 0.0
+    bits = float_bits(d if inside else math.inf)
+    return (n + np.float64(inside), g + e, q + xe, sx + xi, sxx + xi * xi, min(low, bits),
+            max(high, bits if inside else NO_BITS))
+
+
+def chunk_total(sums):
+    """Count, G, Q, Σx, Σx², min and max gap (inf and -inf when none) of a chunk's tokens."""
+    n, g, q, sx, sxx, low, high = sums
+    return n, g, q, sx, sxx, bits_float(low), bits_float(high) if high >= 0 else -math.inf
 
 
 def row_floor(m, top):
@@ -141,49 +167,25 @@ def chunk_below(z, start, count, floor):
     return (floor > -math.inf) and (np.float64(chunk_top(z, start, count)) < floor)
 
 
-def chunk_exp(xs, es, qs, count):
-    """``es = exp(-xs)`` and ``qs = xs·es`` (both 0 where ``x`` is inf or beyond EXP_LIMIT)."""
-    for j in range(count):
-        x = xs[j]
-        xc = min(x, EXP_LIMIT)
-        t = xc * LOG2E + ROUND_MAGIC
-        k = t - ROUND_MAGIC
-        r = (k * LN2_HI - xc) + k * LN2_LO
-        # Estrin's scheme: pairs, then powers r², r⁴, r⁸ (a dependency chain of 6 instead of Horner's 12)
-        r2 = r * r
-        r4 = r2 * r2
-        p03 = (1.0 + r) + (0.5 + 1.6666666666666666e-01 * r) * r2
-        p47 = (4.1666666666666664e-02 + 8.3333333333333332e-03 * r) + (
-            1.3888888888888889e-03 + 1.9841269841269841e-04 * r) * r2
-        p812 = (2.4801587301587302e-05 + 2.7557319223985893e-06 * r) + (
-            2.7557319223985888e-07 + 2.5052108385441720e-08 * r) * r2 + 2.0876756987868100e-09 * r4
-        p = (p03 + p47 * r4) + p812 * (r4 * r4)
-        e = p * bits_float((EXP_BITS - float_bits(t)) << 52)  # 2^-k: the biased exponent 1023 - k
-        e = e if x <= EXP_LIMIT else 0.0
-        es[j] = e
-        qs[j] = xc * e
-
-
-def chunk_sums(gaps, xs, es, qs, count):
-    """Count, G, Q, Σx, Σx², min and max gap of the chunk's tokens with finite ``x``."""
-    n = 0.0
-    g = 0.0
-    q = 0.0
-    sx = 0.0
-    sxx = 0.0
-    dmin = math.inf
-    dmax = -math.inf
-    for j in range(count):
-        inside = gaps[j] < math.inf
-        xi = xs[j] if inside else 0.0
-        n += np.float64(inside)
-        g += es[j]
-        q += qs[j]
-        sx += xi
-        sxx += xi * xi
-        dmin = min(dmin, gaps[j])
-        dmax = max(dmax, gaps[j] if inside else -math.inf)
-    return n, g, q, sx, sxx, dmin, dmax
+def exp_neg(x):
+    """``e^-x`` for ``x >= 0`` (0 beyond EXP_LIMIT, inf included). Compiled apart with contraction alone:
+    the chunk loops that inline it may reassociate their sums, but reassociating this would undo the
+    exact range reduction (``t − ROUND_MAGIC`` folded away)."""
+    xc = min(x, EXP_LIMIT)
+    t = xc * LOG2E + ROUND_MAGIC
+    k = t - ROUND_MAGIC
+    r = (k * LN2_HI - xc) + k * LN2_LO
+    # Estrin's scheme: pairs, then powers r², r⁴, r⁸ (a dependency chain of 6 instead of Horner's 12)
+    r2 = r * r
+    r4 = r2 * r2
+    p03 = (1.0 + r) + (0.5 + 1.6666666666666666e-01 * r) * r2
+    p47 = (4.1666666666666664e-02 + 8.3333333333333332e-03 * r) + (
+        1.3888888888888889e-03 + 1.9841269841269841e-04 * r) * r2
+    p812 = (2.4801587301587302e-05 + 2.7557319223985893e-06 * r) + (
+        2.7557319223985888e-07 + 2.5052108385441720e-08 * r) * r2 + 2.0876756987868100e-09 * r4
+    p = (p03 + p47 * r4) + p812 * (r4 * r4)
+    e = p * bits_float((EXP_BITS - float_bits(t)) << 52)  # 2^-k: the biased exponent 1023 - k
+    return e if x <= EXP_LIMIT else 0.0
 
 
 def chunk_pivots(gaps, es, qs, count, piv, first, hist):
@@ -283,7 +285,7 @@ def list_materialise(z, m, ws):
     meta[META_POSITIONAL] = 0.0
 
 
-def list_record(start, count, inside, near, ws):
+def list_record(start, count, near, ws):
     """Write the chunk's ``e^-x`` into the list (by position), and append its tokens with ``d <= near``
     to the near tier (few: the branch is predictable)."""
     meta = ws[LIST_META]
@@ -291,7 +293,7 @@ def list_record(start, count, inside, near, ws):
     es = ws[ES]
     list_e = ws[LIST_E]
     for j in range(count):
-        list_e[start + j] = es[j] if inside > 0 else 0.0
+        list_e[start + j] = es[j]
     n_near = int(meta[META_NEAR_COUNT])
     for j in range(count):
         if gaps[j] <= near:
@@ -327,16 +329,8 @@ def list_rescale(s, ws):
     meta[META_NEAR_TOP] = -math.inf  # its e^-x are for the old scale
     list_d = ws[LIST_D]
     list_e = ws[LIST_E]
-    xs = ws[XS]
-    es = ws[ES]
-    total = int(meta[META_COUNT])
-    for start in range(0, total, CHUNK):
-        count = min(CHUNK, total - start)
-        for j in range(count):
-            xs[j] = s * list_d[start + j]
-        chunk_exp(xs, es, ws[QS], count)
-        for j in range(count):
-            list_e[start + j] = es[j]
+    for j in range(int(meta[META_COUNT])):
+        list_e[j] = exp_neg(s * list_d[j])
     meta[META_SCALE] = s
 
 
@@ -437,8 +431,6 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     piv = ws[1]
     hist = ws[HIST]
     gaps = ws[GAPS]
-    ids = ws[IDS]
-    xs = ws[XS]
     es = ws[ES]
     qs = ws[QS]
     list_d = ws[LIST_D]
@@ -451,7 +443,8 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     from_list = list_worth_reading(ws, dt, hi, s)
     if from_list:
         list_ready(z, m, top, s, ws)
-    record = (not from_list) & (lo < 0.0)
+    # a whole-row scan without pivots wants sums alone (an entropy before a temperature changes the scale)
+    record = (not from_list) & (lo < 0.0) & ((npiv > 0) | (hi < math.inf))
     # A bounded scan (a threshold rule's) lists its tokens by id: few of them, and the passes after it
     # then read only those. A whole-row scan lists by position (below).
     compact = record & (hi < math.inf)
@@ -475,21 +468,19 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     for start in range(0, total, CHUNK):
         count = min(CHUNK, total - start)
         if from_list:
-            inside = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, hi, gaps, xs, es, qs, ids)
+            cn, cg, cq, csx, csxx, cmin, cmax = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo,
+                                                                hi, gaps, es, qs)
         else:
             if chunk_below(z, start, count, floor):
                 continue
-            inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, xs)
-            if inside > 0:
-                chunk_exp(xs, es, qs, count)
+            cn, cg, cq, csx, csxx, cmin, cmax = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, es, qs)
             if compact:
-                if inside > 0:
+                if cn > 0.0:
                     listed = list_append(start, count, listed, ws)
             elif record:
-                list_record(start, count, inside, near, ws)
-        if inside == 0:
+                list_record(start, count, near, ws)
+        if cn == 0.0:
             continue
-        cn, cg, cq, csx, csxx, cmin, cmax = chunk_sums(gaps, xs, es, qs, count)
         n += cn
         g += cg
         q += cq
@@ -570,10 +561,9 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     """Sums of the kept set and the exponential race over it, from the token list when it covers the
     kept set."""
     gaps = ws[GAPS]
-    ids = ws[IDS]
-    xs = ws[XS]
     es = ws[ES]
     qs = ws[QS]
+    list_i = ws[LIST_I]
     from_list = list_worth_reading(ws, dt, math.inf, s)
     if from_list:
         list_ready(z, m, dt, s, ws)
@@ -588,31 +578,27 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     for start in range(0, total, CHUNK):
         count = min(CHUNK, total - start)
         if from_list:
-            inside = chunk_from_list(ws[LIST_D], ws[LIST_I], ws[LIST_E], start, count, s, dt, ilo, ihi, -1.0, math.inf,
-                                     gaps, xs, es, qs, ids)
+            cn, cg, cq, _, _, _, _ = chunk_from_list(ws[LIST_D], list_i, ws[LIST_E], start, count, s, dt, ilo, ihi,
+                                                     -1.0, math.inf, gaps, es, qs)
         else:
             if chunk_below(z, start, count, floor):
                 continue
-            inside = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, xs)
-            for j in range(count):
-                ids[j] = start + j
-            if inside > 0:
-                chunk_exp(xs, es, qs, count)
-        if inside == 0:
+            cn, cg, cq, _, _, _, _ = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, -1.0, math.inf, gaps, es, qs)
+        if cn == 0.0:
             continue
-        cn, cg, cq, _, _, _, _ = chunk_sums(gaps, xs, es, qs, count)
         n += cn
         g += cg
         q += cq
         if want:
             for j in range(count):
-                if xs[j] < math.inf:
-                    i = int(ids[j])
+                x = s * gaps[j]
+                if x < math.inf:
+                    i = int(list_i[start + j]) if from_list else start + j
                     u = token_uniform(key, i)
                     # E = -ln u < a needs u > e^-a >= 1 - a: most tokens fail this without a logarithm
                     a = es[j] * weight
                     if u > 1.0 - a * 1.000001 - 1e-15:
-                        score = race_score(-xs[j], u)
+                        score = race_score(-x, u)
                         if score > best or (score == best and i < token) or token < 0:
                             best = score
                             weight = math.exp(-best)
@@ -656,7 +642,7 @@ def small_arrays(threads):
     """Each thread's small work arrays, padded so that no two threads' share a cache line."""
     size = acc_size(PIVOTS)
     return (np.empty((threads, size + PAD)), np.empty((threads, PIVOTS + PAD)), np.empty((threads, size + PAD)),
-            np.empty((threads, 5, CHUNK + PAD)), np.empty((threads, 3 * PIVOTS + PAD)),
+            np.empty((threads, 3, CHUNK + PAD)), np.empty((threads, 3 * PIVOTS + PAD)),
             np.empty((threads, META_SIZE + PAD)))
 
 
@@ -666,18 +652,20 @@ def thread_ws(t, vocab, accs, pivs, caches, chunks, hists, metas, rows_f, rows_i
     f = rows_f[t]
     return (accs[t, :size], pivs[t, :PIVOTS], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
             rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
-            chunks[t, 3, :CHUNK], chunks[t, 4, :CHUNK], hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],
+            hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],
             f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab])
 
 
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away
 # inf (masked tokens).
-_FASTMATH = {"chunk_sums": {"reassoc", "contract", "nsz", "nnan"}, "row_max": {"reassoc", "nsz", "nnan"},
+_FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "plain_extremes": {"reassoc", "nsz", "nnan"}, "chunk_top": {"reassoc", "nsz", "nnan"},
              "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"},
-             "chunk_from_row": {"contract"}, "chunk_from_list": {"contract"}, "chunk_exp": {"contract"}}
+             "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},
+             "exp_neg": {"contract"}}
 
 
 def _decorate(function):

@@ -17,7 +17,8 @@ full scan):
 
 - ``row_max(z, ws) -> (z_max, n_finite, z_min)``
 - ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)``: over kept tokens with ``lo < d <= hi``, the
-  sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``.
+  sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``
+  (a whole-row scan with ``npiv = 0`` is asked for its sums alone).
 - ``row_raw_sums(z, m, ws) -> (G, Q)``: the whole row's sums at ``s = 1``, for the telemetry alone
   (may be less precise than a scan: float32 exponentials on the CPU).
 - ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
@@ -126,6 +127,16 @@ def scan_all(z, m, s, dt, ilo, ihi, ws):
     geometric_pivots(piv, -1.0, s)
     row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, piv.shape[0], ws)
     for k in range(acc_size(piv.shape[0])):
+        cache[k] = acc[k]
+
+
+def scan_sums(z, m, s, dt, ilo, ihi, ws):
+    """Count and sums of the whole kept set into ``ws[4]``, without pivots (nothing searches this set:
+    the entropy-adaptive temperatures change the scale right after)."""
+    acc = ws[0]
+    cache = ws[4]
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, 0, ws)
+    for k in range(A_PIV):
         cache[k] = acc[k]
 
 
@@ -284,6 +295,11 @@ def keep_prefix(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
     return d_new, ilo_new, ihi_new, True
 
 
+def adapts_temperature(op):
+    """Whether ``op`` sets the temperature from the entropy of what it is given."""
+    return op == DYNATEMP or op == EDT or op == HAPO
+
+
 def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     """Apply the program ``ops``/``prm`` to one row of logits ``z``; fill ``tel`` and, in WRITE mode,
     ``out``."""
@@ -307,15 +323,20 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     ilo = 1
     ihi = 0
     t_total = 1.0
-    cached = False
+    summed = False  # ws[4] holds the kept set's sums at scale s
+    cached = False  # ... and the first round of a search's pivots
     g_raw = 1.0
     if mode & TELEMETRY:
         if ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0:
             # the scale changes at once, so nothing downstream could use a scan at T = 1: sums alone
             g_raw, q_raw = row_raw_sums(z, m, ws)
         else:
-            scan_all(z, m, s, dt, ilo, ihi, ws)
-            cached = True
+            if ops.shape[0] > 0 and adapts_temperature(ops[0]):  # its temperature will change the scale too
+                scan_sums(z, m, s, dt, ilo, ihi, ws)
+            else:
+                scan_all(z, m, s, dt, ilo, ihi, ws)
+                cached = True
+            summed = True
             g_raw = cache[A_G]
             q_raw = cache[A_Q]
         tel[T_H_BEFORE] = entropy_of(g_raw, q_raw)
@@ -325,10 +346,10 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
         t = -1.0
         if op == TEMPERATURE:
             t = p[0]
-        elif op == DYNATEMP or op == EDT or op == HAPO:
-            if not cached:
-                scan_all(z, m, s, dt, ilo, ihi, ws)
-                cached = True
+        elif adapts_temperature(op):
+            if not summed:
+                scan_sums(z, m, s, dt, ilo, ihi, ws)
+                summed = True
             h = entropy_of(cache[A_G], cache[A_Q])
             tel[FIXED + 2 * j + 1] = h
             if op == DYNATEMP:
@@ -342,6 +363,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 t = as_float32(t)
             tel[FIXED + 2 * j] = t
             t_total *= t
+            summed = False
             cached = False
             if t >= MIN_TEMPERATURE:
                 s = min(s / t, MAX_SCALE)
@@ -368,6 +390,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
             if not cached:
                 scan_all(z, m, s, dt, ilo, ihi, ws)
                 cached = True
+                summed = True
             n = cache[A_N]
             g = cache[A_G]
             h = entropy_of(g, cache[A_Q])
@@ -398,6 +421,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                     dt, ilo, ihi, cut = keep_prefix(z, m, s, dt, ilo, ihi, K_HF, p[0] * h, log_g, g, mk, cached, ws)
                 changed = changed or cut
         if changed:
+            summed = False
             cached = False
     tel[T_TEMPERATURE] = t_total
     if mode & (DRAW | TELEMETRY):

@@ -201,6 +201,8 @@ CHAINS = {
     "Top-H hf 0.4": lambda: [TopH(0.4, rule="hf")],
     "top-k 8, top-p 0.9, min-p 0.05, T=0.8": lambda: [TopK(8), TopP(0.9), MinP(0.05), Temperature(0.8)],
     "EDT, Top-H 0.5": lambda: [EntropyTemperature("edt", temperature=1.2, theta=0.2), TopH(0.5)],
+    # the entropy's scan takes sums alone (no pivots, no token list): the search after it starts afresh
+    "dynatemp, top-p 0.8": lambda: [EntropyTemperature("dynatemp", temperature=1.3, dynatemp_range=0.5), TopP(0.8)],
     "T=0 then top-p": lambda: [Temperature(0.0), TopP(0.5)],
     "eta, top-n-sigma": lambda: [EtaCutoff(0.02), TopNSigma(1.0)],
 }
