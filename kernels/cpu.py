@@ -24,6 +24,7 @@ from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, acc_
 PIVOTS = 4  # pivots per search round (even: chunk_pivots takes them in pairs)
 PAD = 16  # float64s: two cache lines between threads' work arrays
 CHUNK = 256  # tokens per vectorised stage: the chunk buffers stay in L1
+NEAR_CAP = 4096  # near-tier entries beyond which the recording scan lowers its top by a pivot (row_scan)
 ROW_F, ROW_I = 8, 2  # vocabulary-sized work arrays per thread (float64, int64): see run_chain
 
 # exp(-x) = 2^-k · e^r with k = round(x / ln 2), |r| <= ln2/2, e^r by its Taylor polynomial (degree 12:
@@ -56,8 +57,8 @@ NEAR_D, NEAR_I, NEAR_E = 15, 16, 17
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
 # of the row and skip the exponentials: the whole chain computes them about once. The recording scan
 # also keeps, apart, the *near tier*: its tokens up to its second-to-last pivot (a few nats from the
-# maximum, where most rules' targets lie), so that a pass ending there reads a short list that stays in
-# cache instead of compacting the whole one.
+# maximum, where most rules' targets lie; lowered to the pivot below once it outgrows NEAR_CAP), so that
+# a pass ending there reads that short list, which stays in cache, instead of compacting the whole one.
 # A whole-row recording scan writes only each token's e^-x: gaps and ids follow from the row and the
 # position until a pass needs the whole list (most chains never do), which spares two thirds of its memory
 # traffic. A bounded one (a threshold rule such as min-p, whose tokens are few) lists its tokens by id, so
@@ -206,13 +207,13 @@ def chunk_pivots(gaps, es, qs, count, piv, first, hist):
         hist[3 * k + 2] += q
 
 
-def near_pivots(s, piv, last, hist, ws):
-    """The sums of pivots ``0...last-1`` (all at or below the near tier's top) from the near tier: the
-    recording scan then sums only the last pivot itself."""
+def near_pivots(s, piv, first, last, hist, ws):
+    """The sums of pivots ``first...last-1`` (all at or below the near tier's top) from the near tier,
+    so that the recording scan sums only the pivots above it."""
     count = int(ws[LIST_META][META_NEAR_COUNT])
     near_d = ws[NEAR_D]
     near_e = ws[NEAR_E]
-    for k in range(last):
+    for k in range(first, last):
         p = piv[k]
         n = 0.0
         g = 0.0
@@ -226,6 +227,12 @@ def near_pivots(s, piv, last, hist, ws):
         hist[3 * k] += n
         hist[3 * k + 1] += g
         hist[3 * k + 2] += q
+
+
+def near_shrink(top, ws):
+    """Drop near-tier entries with ``d > top``."""
+    meta = ws[LIST_META]
+    meta[META_NEAR_COUNT] = compact_entries(ws[NEAR_D], ws[NEAR_I], ws[NEAR_E], int(meta[META_NEAR_COUNT]), top)
 
 
 def list_covers(ws, dt, hi):
@@ -246,18 +253,25 @@ def list_worth_reading(ws, dt, hi, s):
 
 
 def list_ready(z, m, top, s, ws):
-    """Make the list hold exactly the kept tokens' entries with ``d <= top``, with ``e^-x`` at scale
-    ``s`` (the list must cover ``top``)."""
+    """The entries of the shortest list that holds every kept token with ``d <= top``, with ``e^-x`` at
+    scale ``s`` (the list must cover ``top``): ``(gaps, ids, e^-x, count)``. The near tier itself when it
+    reaches ``top`` at this scale (read in place: copying it into the list cost more than reading it);
+    else the list, made to hold exactly those tokens."""
+    meta = ws[LIST_META]
+    if (top <= meta[META_NEAR_TOP]) & (meta[META_NEAR_TOP] < meta[META_TOP]) & (meta[META_SCALE] == s):
+        return ws[NEAR_D], ws[NEAR_I], ws[NEAR_E], int(meta[META_NEAR_COUNT])
     list_take_near(top, ws)
     list_materialise(z, m, ws)
     list_rescale(s, ws)
-    if top < ws[LIST_META][META_TOP]:
+    if top < meta[META_TOP]:
         list_compact(top, ws)
+    return ws[LIST_D], ws[LIST_I], ws[LIST_E], int(meta[META_COUNT])
 
 
 def list_take_near(top, ws):
     """When ``top`` lies within the near tier, make it the list: a copy of its few entries instead of a
-    compaction of the whole list."""
+    compaction of the whole list (for a pass at another scale, which rescales the list; one at the
+    tier's own scale reads the tier in place)."""
     meta = ws[LIST_META]
     if not (top <= meta[META_NEAR_TOP]) or meta[META_NEAR_TOP] >= meta[META_TOP]:
         return
@@ -335,22 +349,24 @@ def list_rescale(s, ws):
 
 
 def list_compact(top, ws):
-    """Drop list entries with ``d > top`` (in place, order kept)."""
+    """Drop list entries with ``d > top``."""
     meta = ws[LIST_META]
-    list_d = ws[LIST_D]
-    list_i = ws[LIST_I]
-    list_e = ws[LIST_E]
-    kept = 0
-    for j in range(int(meta[META_COUNT])):  # branch-free: about half the entries go, unpredictably
-        d = list_d[j]
-        i = list_i[j]
-        e = list_e[j]
-        list_d[kept] = d
-        list_i[kept] = i
-        list_e[kept] = e
-        kept += 1 if d <= top else 0
-    meta[META_COUNT] = kept
+    meta[META_COUNT] = compact_entries(ws[LIST_D], ws[LIST_I], ws[LIST_E], int(meta[META_COUNT]), top)
     meta[META_TOP] = top
+
+
+def compact_entries(gaps, ids, es, count, top):
+    """Keep the first ``count`` entries with ``d <= top``, in place and in order; returns how many."""
+    kept = 0
+    for j in range(count):  # branch-free: about half the entries go, unpredictably
+        d = gaps[j]
+        i = ids[j]
+        e = es[j]
+        gaps[kept] = d
+        ids[kept] = i
+        es[kept] = e
+        kept += 1 if d <= top else 0
+    return kept
 
 
 def chunk_raw_sums(z, mz, start, count):
@@ -441,8 +457,9 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         hist[k] = 0.0
     top = min(hi, dt)
     from_list = list_worth_reading(ws, dt, hi, s)
+    total = z.shape[0]
     if from_list:
-        list_ready(z, m, top, s, ws)
+        list_d, list_i, list_e, total = list_ready(z, m, top, s, ws)
     # a whole-row scan without pivots wants sums alone (an entropy before a temperature changes the scale)
     record = (not from_list) & (lo < 0.0) & ((npiv > 0) | (hi < math.inf))
     # A bounded scan (a threshold rule's) lists its tokens by id: few of them, and the passes after it
@@ -451,13 +468,13 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     # the near tier ends at the second-to-last pivot; none without pivots, or when it would be everything
     near = piv[npiv - 2] if record and (not compact) and npiv >= 2 else -math.inf
     near = near if near < top else -math.inf
+    tiered = npiv - 1 if near >= 0.0 else 0  # pivots 0...tiered-1 lie at or below it: summed from the tier
     listed = 0
     # a bounded pass over the row skips the chunks that hold no token below its top (a positional record
     # must write every chunk)
     floor = row_floor(m, top) if (not from_list) & ((not record) | compact) else -math.inf
     if record:
         meta[META_NEAR_COUNT] = 0.0
-    total = int(meta[META_COUNT]) if from_list else z.shape[0]
     n = 0.0
     g = 0.0
     q = 0.0
@@ -489,9 +506,17 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         dmin = min(dmin, cmin)
         dmax = max(dmax, cmax)
         if npiv > 0:
-            chunk_pivots(gaps, es, qs, count, piv[:npiv], npiv - 1 if near >= 0.0 else 0, hist)
+            chunk_pivots(gaps, es, qs, count, piv[:npiv], tiered, hist)
+        if (tiered >= 2) & (meta[META_NEAR_COUNT] > NEAR_CAP):
+            # a flat row: a near tier this long costs more (mispredicted appends, copies) than it saves,
+            # so it ends at the pivot below from now on; the pivot it ended at takes its sums so far from
+            # it, and the chunks after this one sum that pivot themselves
+            near_pivots(s, piv, tiered - 1, tiered, hist, ws)
+            tiered -= 1
+            near = piv[tiered - 1]
+            near_shrink(near, ws)
     if near >= 0.0:
-        near_pivots(s, piv, npiv - 1, hist, ws)
+        near_pivots(s, piv, 0, tiered, hist, ws)
     if record:
         meta[META_VALID] = 1.0
         meta[META_TOP] = top
@@ -517,11 +542,9 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     tmp_i = ws[TMP_I]
     n = 0
     if list_covers(ws, dt, hi):
-        list_take_near(min(hi, dt), ws)
-        list_materialise(z, m, ws)
-        list_d = ws[LIST_D]
-        list_i = ws[LIST_I]
-        for j in range(int(ws[LIST_META][META_COUNT])):
+        # at the list's own scale: a gather reads no e^-x
+        list_d, list_i, _, total = list_ready(z, m, min(hi, dt), ws[LIST_META][META_SCALE], ws)
+        for j in range(total):
             d = list_d[j]
             i = list_i[j]
             tmp_d[n] = d
@@ -563,11 +586,13 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     gaps = ws[GAPS]
     es = ws[ES]
     qs = ws[QS]
+    list_d = ws[LIST_D]
     list_i = ws[LIST_I]
+    list_e = ws[LIST_E]
     from_list = list_worth_reading(ws, dt, math.inf, s)
+    total = z.shape[0]
     if from_list:
-        list_ready(z, m, dt, s, ws)
-    total = int(ws[LIST_META][META_COUNT]) if from_list else z.shape[0]
+        list_d, list_i, list_e, total = list_ready(z, m, dt, s, ws)
     floor = row_floor(m, dt)
     n = 0.0
     g = 0.0
@@ -578,8 +603,8 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     for start in range(0, total, CHUNK):
         count = min(CHUNK, total - start)
         if from_list:
-            cn, cg, cq, _, _, _, _ = chunk_from_list(ws[LIST_D], list_i, ws[LIST_E], start, count, s, dt, ilo, ihi,
-                                                     -1.0, math.inf, gaps, es, qs)
+            cn, cg, cq, _, _, _, _ = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, -1.0,
+                                                     math.inf, gaps, es, qs)
         else:
             if chunk_below(z, start, count, floor):
                 continue

@@ -83,7 +83,15 @@ ALL_IDS = 1 << 62
 HF_CANDIDATES = 100.0
 MAX_ROUNDS = 200
 SORT_LIMIT = 512  # a bracket this small is gathered and sorted; larger ones are narrowed further
-FIRST_PIVOT = 0.25  # scaled nats: the first pivot of a search
+FIRST_ROUND_TOP = 16.0  # scaled nats: the last pivot of a search's first round
+# The second-to-last (first_pivots). On a language model's row (SmolLM2 at T = 1.5) the targets of top-p
+# 0.9 and of top-k 100 mostly lie between 4 and 8 nats, where a few hundred to a few thousand tokens sit,
+# against tens of thousands between 8 and 16; Top-H's (α 0.4) lie below 4, and a near tier out to 8 would
+# only cost it time.
+NEAR_NATS = 8.0  # searches by count or mass: top-k, top-p, transformers' Top-H (its top 100 first)
+NEAR_NATS_SHORT = 4.0  # the paper's Top-H, and threshold rules (min-p 0.1 keeps 2.3 nats)
+NOTHING = -1.0  # run_row's ``cached`` when ws[4] holds no scan with pivots
+MIN_WIDTH = 0.25  # scaled nats: the smallest first step of a later round's geometric pivots
 MAX_SCALE = 1e300  # 1/T for a vanishing T: gaps stay finite, everything below the maximum gets zero mass
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal float64: a subnormal T acts as 0 (greedy)
 
@@ -102,13 +110,47 @@ def acc_size(npiv):
     return A_PIV + 3 * npiv
 
 
+def first_pivots(piv, s, near):
+    """A search's first round (scaled nats): FIRST_ROUND_TOP last, ``near`` and ``near / 2`` before it,
+    then ×ratio below (×4 for 4 pivots: 1, 4, 8, 16 for ``near = 8``; ×2 for 8). The CPU backend keeps
+    the tokens up to ``near`` apart (its near tier), so that a target below it is narrowed over a short
+    list instead of the whole row; on a flat row it lowers that tier's top to the next pivot, which is
+    why the two lie close."""
+    npiv = piv.shape[0]
+    ratio = 2.0 ** max(1, 8 // npiv)
+    for j in range(npiv - 1):
+        piv[j] = near / (2.0 * ratio ** (npiv - 3 - j)) / s if j < npiv - 2 else near / s
+    piv[npiv - 1] = FIRST_ROUND_TOP / s
+
+
+def first_rule(ops):
+    """The chain's first op other than a temperature (0 if none): the telemetry's scan, made before the
+    chain runs, serves its search when the temperatures before it are 1."""
+    for op in ops:
+        if op != TEMPERATURE:
+            return op
+    return 0
+
+
+def search_near(kind):
+    """Where the first round of a search for a rule of ``kind`` puts its second-to-last pivot (scaled
+    nats)."""
+    return NEAR_NATS_SHORT if kind == K_TOP_H else NEAR_NATS
+
+
+def scan_near(op):
+    """The same for a full scan made before ``op`` runs (0: none follows), which serves its search, or
+    lists the tokens that a threshold rule reads."""
+    return NEAR_NATS if op == TOP_P or op == TOP_K or op == TOP_H_HF else NEAR_NATS_SHORT
+
+
 def geometric_pivots(piv, lo, s):
-    """Pivots above ``lo`` spaced geometrically in scaled nats (×2 for 8 pivots, ×4 for 4, reaching
-    ~32 nats either way): most targets sit a few nats below the maximum."""
+    """Pivots above ``lo`` spaced geometrically in scaled nats (×2 for 8 pivots, ×4 for 4): a later
+    round of a search whose target lies past its last pivot."""
     npiv = piv.shape[0]
     ratio = 2.0 ** max(1, 8 // npiv)
     start = max(lo, 0.0) * s
-    width = max(FIRST_PIVOT, start)
+    width = max(MIN_WIDTH, start)
     for j in range(npiv):
         piv[j] = (start + width * ratio ** j) / s
 
@@ -119,12 +161,13 @@ def even_pivots(piv, lo, hi):
         piv[j] = lo + (hi - lo) * (j + 1) / (n + 1)
 
 
-def scan_all(z, m, s, dt, ilo, ihi, ws):
-    """Sums over the whole kept set, with the first round of a search's pivots, copied to ``ws[4]``."""
+def scan_all(z, m, s, dt, ilo, ihi, near, ws):
+    """Sums over the whole kept set, with a search's first round of pivots up to ``near`` (see
+    first_pivots), copied to ``ws[4]``."""
     acc = ws[0]
     piv = ws[1]
     cache = ws[4]
-    geometric_pivots(piv, -1.0, s)
+    first_pivots(piv, s, near)
     row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, piv.shape[0], ws)
     for k in range(acc_size(piv.shape[0])):
         cache[k] = acc[k]
@@ -183,8 +226,9 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
     """The target token of a prefix rule over the kept set: ``(found, gap, id, inclusive)``.
 
     Narrows a bracket ``(lo, hi]`` of gaps with rounds of pivot sums until it holds few enough tokens
-    to sort (or only tokens of one gap), then walks them. ``cached``: ``ws[4]`` holds this kept set's
-    full scan, which is the first round.
+    to sort (or only tokens of one gap), then walks them. ``cached``: the near top of the first round's
+    pivots (first_pivots) with which ``ws[4]`` holds this kept set's full scan, which is then that
+    round; NOTHING if it holds none.
     """
     acc = ws[0]
     piv = ws[1]
@@ -198,9 +242,9 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
     bc = 0.0
     bg = 0.0
     bq = 0.0
-    geometric_pivots(piv, lo, s)
+    first_pivots(piv, s, search_near(kind) if cached == NOTHING else cached)
     src = cache
-    if not cached:
+    if cached == NOTHING:
         row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
         src = acc
     nb = src[A_N]
@@ -276,7 +320,7 @@ def keep_at_most(z, m, s, dt, ilo, ihi, tau, mk, ties, ws):
     acc = ws[0]
     row_scan(z, m, s, dt, ilo, ihi, -1.0, tau / s, 0, ws)
     if acc[A_N] < mk:
-        found, d_target, i_target, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, mk, 0.0, 0.0, mk, False, ws)
+        found, d_target, i_target, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, mk, 0.0, 0.0, mk, NOTHING, ws)
         if not found:  # fewer than mk tokens: all stay
             return dt, ilo, ihi, False
         if ties:
@@ -324,7 +368,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     ihi = 0
     t_total = 1.0
     summed = False  # ws[4] holds the kept set's sums at scale s
-    cached = False  # ... and the first round of a search's pivots
+    cached = NOTHING  # ... and the pivot sums of a search's first round up to this near top (first_pivots)
     g_raw = 1.0
     if mode & TELEMETRY:
         if ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0:
@@ -334,8 +378,8 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
             if ops.shape[0] > 0 and adapts_temperature(ops[0]):  # its temperature will change the scale too
                 scan_sums(z, m, s, dt, ilo, ihi, ws)
             else:
-                scan_all(z, m, s, dt, ilo, ihi, ws)
-                cached = True
+                cached = scan_near(first_rule(ops))
+                scan_all(z, m, s, dt, ilo, ihi, cached, ws)
             summed = True
             g_raw = cache[A_G]
             q_raw = cache[A_Q]
@@ -363,11 +407,15 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 t = as_float32(t)
             tel[FIXED + 2 * j] = t
             t_total *= t
-            summed = False
-            cached = False
             if t >= MIN_TEMPERATURE:
-                s = min(s / t, MAX_SCALE)
+                scaled = min(s / t, MAX_SCALE)
+                if scaled != s:  # T = 1 changes nothing: a scan made before it still holds
+                    summed = False
+                    cached = NOTHING
+                s = scaled
             else:  # greedy: the first most likely kept token
+                summed = False
+                cached = NOTHING
                 first = row_nth_tied(z, m, dt, ilo, ihi, 0.0, 0.0, ws)
                 dt = 0.0
                 ilo = first
@@ -386,10 +434,10 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
         else:
             if op == TOP_H_HF:
                 dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_COUNT, HF_CANDIDATES, 0.0, 0.0, mk, cached, ws)
-                cached = cached and not changed
-            if not cached:
-                scan_all(z, m, s, dt, ilo, ihi, ws)
-                cached = True
+                cached = NOTHING if changed else cached
+            if cached == NOTHING:
+                cached = scan_near(op)
+                scan_all(z, m, s, dt, ilo, ihi, cached, ws)
                 summed = True
             n = cache[A_N]
             g = cache[A_G]
@@ -413,7 +461,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 zero_log = ZERO_LOG_F64 if op == TOP_H else ZERO_LOG_F32
                 if s * cache[A_DMAX] + log_g >= zero_log:
                     dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, zero_log - log_g, mk, False, ws)
-                    cached = cached and not changed
+                    cached = NOTHING if changed else cached
                 if op == TOP_H:
                     bound = p[0] * h if p[0] < 1.0 else INF
                     dt, ilo, ihi, cut = keep_prefix(z, m, s, dt, ilo, ihi, K_TOP_H, bound, 0.0, 0.0, mk, cached, ws)
@@ -422,7 +470,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 changed = changed or cut
         if changed:
             summed = False
-            cached = False
+            cached = NOTHING
     tel[T_TEMPERATURE] = t_total
     if mode & (DRAW | TELEMETRY):
         want = (mode & DRAW) != 0

@@ -205,6 +205,8 @@ CHAINS = {
     "dynatemp, top-p 0.8": lambda: [EntropyTemperature("dynatemp", temperature=1.3, dynatemp_range=0.5), TopP(0.8)],
     "T=0 then top-p": lambda: [Temperature(0.0), TopP(0.5)],
     "eta, top-n-sigma": lambda: [EtaCutoff(0.02), TopNSigma(1.0)],
+    # T = 1 keeps the telemetry's scan; Top-H 1.0 keeps everything, so top-p searches with Top-H's pivots
+    "T=1, Top-H 1.0, T=1, top-p 0.7": lambda: [Temperature(1.0), TopH(1.0), Temperature(1.0), TopP(0.7)],
 }
 
 
@@ -299,6 +301,10 @@ LARGE_ROW_CHAINS = {
     "T, min-p, Top-H": lambda: [Temperature(2.0), MinP(0.1), TopH(0.6)],
     "T 1.5, Top-H": lambda: [Temperature(1.5), TopH(0.4)],
     "T 1.5, top-p": lambda: [Temperature(1.5), TopP(0.9)],
+    # Top-H keeps everything (α = 1): top-p's and top-k's searches start from its scan, whose pivots and
+    # near tier (up to 4 nats) were chosen for Top-H
+    "Top-H 1.0, top-p": lambda: [TopH(1.0), TopP(0.9)],
+    "Top-H 1.0, top-k 100": lambda: [TopH(1.0), TopK(100)],
 }
 
 
@@ -306,13 +312,15 @@ LARGE_ROW_CHAINS = {
 def test_large_rows_equal_the_reference(name):
     """Rows of 20,000 tokens, flat (a Gaussian bulk, as in bench/kernels.py) and sharp, take the
     paths small vocabularies never reach: searches narrowed over several rounds, the CPU's near tier of
-    the token list, the whole list rebuilt when a search goes past it, and a temperature between two
-    rules (the list rescaled). Kept sets and drawn tokens equal the reference's."""
+    the token list (and, on the flattest rows, its top lowered by a pivot once it outgrows NEAR_CAP), the
+    whole list rebuilt when a search goes past it, and a temperature between two rules (the list
+    rescaled). Kept sets and drawn tokens equal the reference's."""
     g = torch.Generator().manual_seed(7)
     flat = torch.randn(4, 20000, generator=g) * 2.5
     flat[:, :8] += torch.rand(4, 8, generator=g) * 8
     sharp = torch.randn(4, 20000, generator=g) * 4.0
-    scores = torch.cat([flat, sharp])
+    flattest = torch.randn(2, 20000, generator=g)
+    scores = torch.cat([flat, sharp, flattest])
     seeds = torch.arange(scores.shape[0])
     chain = SamplerChain(LARGE_ROW_CHAINS[name]())
     with use_kernels(False):
@@ -329,6 +337,31 @@ def test_large_rows_equal_the_reference(name):
                             chain.applied_temperature(scores.shape[0]))
     assert torch.allclose(drawn.telemetry.entropy_before.double(), measured.entropy_before, rtol=1e-6)
     assert torch.allclose(drawn.telemetry.logprob_before.double(), measured.logprob_before, rtol=1e-6, atol=1e-6)
+
+
+def test_near_tier_top_is_lowered_on_a_flat_row():
+    """A row so flat that the near tier would hold most of it: the recording scan lowers the tier's top
+    to the next pivot once it holds NEAR_CAP tokens (the large-row test above checks the kept sets); the
+    first round's pivot sums still count and sum every token below each pivot, and the tier holds
+    exactly the tokens up to its new top."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+    from entrodec.kernels.row_program import A_PIV, NEAR_NATS
+
+    compiled = cpu.COMPILED
+    z = torch.randn(30000, generator=torch.Generator().manual_seed(1)).numpy()
+    rows_f, rows_i = _cpu_buffers(1, z.shape[0])
+    ws = compiled["thread_ws"](0, z.shape[0], *compiled["small_arrays"](1), rows_f, rows_i)
+    m, _, _ = compiled["row_max"](z, ws)
+    compiled["scan_all"](z, m, 1.0, math.inf, 1, 0, NEAR_NATS, ws)
+    meta, piv, sums = ws[cpu.LIST_META], ws[1], ws[4]
+    assert piv[cpu.PIVOTS - 2] == NEAR_NATS and meta[cpu.META_NEAR_TOP] in (piv[cpu.PIVOTS - 3], piv[0])
+    d = m - z.astype(np.float64)
+    for k in range(cpu.PIVOTS):
+        below = d <= piv[k]
+        assert sums[A_PIV + 3 * k] == below.sum()
+        assert math.isclose(sums[A_PIV + 3 * k + 1], np.exp(-d[below]).sum(), rel_tol=1e-12)
+    assert meta[cpu.META_NEAR_COUNT] == (d <= meta[cpu.META_NEAR_TOP]).sum() < cpu.NEAR_CAP
 
 
 def test_work_arrays_and_thread_count_do_not_change_results():
