@@ -232,8 +232,15 @@ def test_fused_draw_and_telemetry_equal_the_reference_on_the_same_logits(name, s
     reference = measure_step(scores, processed, drawn.tokens, chain.applied_temperature(scores.shape[0]))
     t = drawn.telemetry
     assert torch.equal(t.kept, reference.kept)
-    for field in ("entropy_before", "entropy_after", "logprob_before", "logprob_after", "temperature"):
+    for field in ("entropy_before", "logprob_before", "temperature"):
         assert torch.allclose(getattr(t, field), getattr(reference, field), rtol=1e-4, atol=1e-4), field
+    # the reference measures the processed logits after their rounding to float32, the kernel before it:
+    # logits of 10^4 (hypothesis draws them) are rounded by up to 10^-3
+    finite = torch.where(torch.isfinite(processed), processed.abs(), 0.0).amax(-1)
+    rounding = 4 * torch.finfo(torch.float32).eps * finite
+    for field in ("entropy_after", "logprob_after"):
+        ours, theirs = getattr(t, field).double(), getattr(reference, field).double()
+        assert ((ours == theirs) | ((ours - theirs).abs() <= 1e-4 + 1e-4 * theirs.abs() + rounding)).all(), field
 
 
 def test_kernels_are_used_and_can_be_switched_off():
