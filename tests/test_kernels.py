@@ -319,14 +319,15 @@ LARGE_ROW_CHAINS = {
 def test_large_rows_equal_the_reference(name):
     """Rows of 20,000 tokens, flat (a Gaussian bulk, as in bench/kernels.py) and sharp, take the
     paths small vocabularies never reach: searches narrowed over several rounds, the CPU's near tier of
-    the token list (and, on the flattest rows, its top lowered by a pivot once it outgrows NEAR_CAP), the
-    whole list rebuilt when a search goes past it, and a temperature between two rules (the list
-    rescaled). Kept sets and drawn tokens equal the reference's."""
+    the token list (and, on the flattest rows, its top lowered by a pivot, before the scan or once it
+    outgrows NEAR_CAP), the whole list rebuilt when a search goes past it, and a temperature between two
+    rules (the list rescaled). Kept sets and drawn tokens equal the reference's."""
     g = torch.Generator().manual_seed(7)
     flat = torch.randn(4, 20000, generator=g) * 2.5
     flat[:, :8] += torch.rand(4, 8, generator=g) * 8
     sharp = torch.randn(4, 20000, generator=g) * 4.0
     flattest = torch.randn(2, 20000, generator=g)
+    flattest[1, ::64] -= 30.0  # where near_crowded's sample looks: only the tier's overflow lowers it
     scores = torch.cat([flat, sharp, flattest])
     seeds = torch.arange(scores.shape[0])
     chain = SamplerChain(LARGE_ROW_CHAINS[name]())
@@ -346,20 +347,26 @@ def test_large_rows_equal_the_reference(name):
     assert torch.allclose(drawn.telemetry.logprob_before.double(), measured.logprob_before, rtol=1e-6, atol=1e-6)
 
 
-def test_near_tier_top_is_lowered_on_a_flat_row():
-    """A row so flat that the near tier would hold most of it: the recording scan lowers the tier's top
-    to the next pivot once it holds NEAR_CAP tokens (the large-row test above checks the kept sets); the
-    first round's pivot sums still count and sum every token below each pivot, and the tier holds
-    exactly the tokens up to its new top."""
+@pytest.mark.parametrize("hidden", [False, True], ids=["flat", "flat-where-the-probe-looks-not"])
+def test_near_tier_top_is_lowered_on_a_flat_row(hidden):
+    """A row so flat that a near tier out to 8 nats would hold most of it. The recording scan starts the
+    tier lower when a strided sample of the row says so (near_crowded), and lowers its top to the next
+    pivot once the tier holds NEAR_CAP tokens when the sample missed them (``hidden``: the sampled
+    tokens pushed 30 nats down, so only the overflow can act; the large-row test above checks the kept
+    sets). Either way the first round's pivot sums still count and sum every token below each pivot,
+    and the tier holds exactly the tokens up to its final top."""
     from entrodec.kernels import cpu
     from entrodec.kernels.launch import _cpu_buffers
     from entrodec.kernels.row_program import A_PIV, NEAR_NATS
 
     compiled = cpu.COMPILED
     z = torch.randn(30000, generator=torch.Generator().manual_seed(1)).numpy()
+    if hidden:
+        z[::cpu.PROBE_STRIDE] -= 30.0
     rows_f, rows_i = _cpu_buffers(1, z.shape[0])
     ws = compiled["thread_ws"](0, z.shape[0], *compiled["small_arrays"](1), rows_f, rows_i)
     m, _, _ = compiled["row_max"](z, ws)
+    assert compiled["near_crowded"](z, m, NEAR_NATS) != hidden
     compiled["scan_all"](z, m, 1.0, math.inf, 1, 0, NEAR_NATS, ws)
     meta, piv, sums = ws[cpu.LIST_META], ws[1], ws[4]
     assert piv[cpu.PIVOTS - 2] == NEAR_NATS and meta[cpu.META_NEAR_TOP] in (piv[cpu.PIVOTS - 3], piv[0])
