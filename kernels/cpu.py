@@ -269,7 +269,7 @@ def list_ready(z, m, top, s, ws):
     reaches ``top`` at this scale (read in place: copying it into the list cost more than reading it);
     else the list, made to hold exactly those tokens."""
     meta = ws[LIST_META]
-    if (top <= meta[META_NEAR_TOP]) & (meta[META_NEAR_TOP] < meta[META_TOP]) & (meta[META_SCALE] == s):
+    if near_reaches(meta, top) & (meta[META_SCALE] == s):
         return ws[NEAR_D], ws[NEAR_I], ws[NEAR_E], int(meta[META_NEAR_COUNT])
     list_take_near(top, ws)
     list_materialise(z, m, ws)
@@ -279,12 +279,17 @@ def list_ready(z, m, top, s, ws):
     return ws[LIST_D], ws[LIST_I], ws[LIST_E], int(meta[META_COUNT])
 
 
+def near_reaches(meta, top):
+    """Whether the near tier holds every listed token with ``d <= top`` and is shorter than the list."""
+    return (top <= meta[META_NEAR_TOP]) & (meta[META_NEAR_TOP] < meta[META_TOP])
+
+
 def list_take_near(top, ws):
     """When ``top`` lies within the near tier, make it the list: a copy of its few entries instead of a
     compaction of the whole list (for a pass at another scale, which rescales the list; one at the
     tier's own scale reads the tier in place)."""
     meta = ws[LIST_META]
-    if not (top <= meta[META_NEAR_TOP]) or meta[META_NEAR_TOP] >= meta[META_TOP]:
+    if not near_reaches(meta, top):
         return
     count = int(meta[META_NEAR_COUNT])
     ws[LIST_D][:count] = ws[NEAR_D][:count]

@@ -118,8 +118,9 @@ def first_pivots(piv, s, near):
     why the two lie close."""
     npiv = piv.shape[0]
     ratio = 2.0 ** max(1, 8 // npiv)
-    for j in range(npiv - 1):
-        piv[j] = near / (2.0 * ratio ** (npiv - 3 - j)) / s if j < npiv - 2 else near / s
+    for j in range(npiv - 2):
+        piv[j] = near / (2.0 * ratio ** (npiv - 3 - j)) / s
+    piv[npiv - 2] = near / s
     piv[npiv - 1] = FIRST_ROUND_TOP / s
 
 
