@@ -55,7 +55,7 @@ class SamplerChain(LogitsProcessor):
     ) -> Draw:
         """Process ``scores``, draw one token per row keyed by the row's seed and step, and measure the
         step (entropy before/after, kept-set size, log-probabilities, temperature applied)."""
-        seeds = as_seed_tensor(seeds, scores.shape[0], scores.device)
+        seeds = as_seed_tensor(seeds, scores.shape[0], "cpu" if scores.is_cpu else scores.device)
         fused = sample_fused(self.processors, input_ids, scores, seeds, steps)
         if fused is not None:
             return fused

@@ -106,7 +106,7 @@ def process_fused(processors: Sequence[Any], input_ids, scores: torch.Tensor) ->
     if compiled is None:
         return None
     out, tel = kernels.run_program(scores, compiled[0], torch.from_numpy(compiled[1]), program.WRITE)
-    _after_kernel(processors, input_ids, tel.numpy() if tel.device.type == "cpu" else tel)
+    _after_kernel(processors, input_ids, tel.numpy() if tel.is_cpu else tel)
     return out
 
 
@@ -119,7 +119,7 @@ def sample_fused(
     if compiled is None:
         return None
     mode = program.DRAW | program.TELEMETRY
-    on_cpu = scores.device.type == "cpu"
+    on_cpu = scores.is_cpu
     if on_cpu:  # straight to the CPU backend's arrays: the fewest Python steps between forward and kernel
         tel = run_cpu_step(scores, compiled[0], compiled[1], mode, seeds.numpy(),
                            steps if isinstance(steps, int) else as_step_tensor(steps, scores.shape[0]).numpy())

@@ -47,6 +47,7 @@ LOG2E_F32 = np.float32(LOG2E)
 LN2_HI_F32 = np.float32(0.693145751953125)  # ln 2 to 16 bits: k·LN2_HI_F32 is exact for |k| < 2^8
 LN2_LO_F32 = np.float32(1.428606765330187e-06)
 EXP_LIMIT_F32 = np.float32(87.0)  # e^-87 ≈ 1.6e-38, float32's smallest normal
+RACE_MARGIN = 1.0001  # race_try's screen, widened by more than a float32 e^-x can be off
 
 # Work arrays of one thread (``ws``): 0-4 as row_program describes; then
 TMP_D, TMP_I = 5, 6                         # gather scratch
@@ -54,6 +55,7 @@ GAPS, ES, QS = 7, 8, 9                      # one chunk's stages
 HIST = 10                                   # per-pivot sums
 LIST_D, LIST_I, LIST_E, LIST_META = 11, 12, 13, 14
 NEAR_D, NEAR_I, NEAR_E = 15, 16, 17
+ES32 = 18                                   # a whole-row draw's chunk of float32 e^-x
 # The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
 # of the row and skip the exponentials: the whole chain computes them about once. The recording scan
@@ -396,17 +398,23 @@ def chunk_raw_sums(z, mz, start, count):
         x = mz - z[start + j]
         inside = (x >= np.float32(0.0)) & (x <= EXP_LIMIT_F32)
         xf = np.float32(x) if inside else EXP_LIMIT_F32
-        k = np.int32(xf * LOG2E_F32 + np.float32(0.5))  # round half up: xf >= 0
-        kf = np.float32(k)
-        r = (kf * LN2_HI_F32 - xf) + kf * LN2_LO_F32
-        p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1.6666667e-01) + r * (
-            np.float32(4.1666668e-02) + r * (np.float32(8.3333338e-03) + r * (np.float32(1.3888889e-03) + r * np.float32(
-                1.9841270e-04)))))))
-        e = p * bits_float32(np.int32((np.int32(127) - k) << np.int32(23)))  # 2^-k
+        e = exp_neg_f32(xf)
         e = e if inside else np.float32(0.0)
         g += e
         q += xf * e
     return np.float64(g), np.float64(q)
+
+
+def exp_neg_f32(xf):
+    """``e^-x`` in float32 for ``0 <= x <= EXP_LIMIT_F32`` (relative error below float32's rounding of
+    ``x`` itself): k from a conversion, which AVX2 vectorises for float32, and a degree-7 polynomial."""
+    k = np.int32(xf * LOG2E_F32 + np.float32(0.5))  # round half up: xf >= 0
+    kf = np.float32(k)
+    r = (kf * LN2_HI_F32 - xf) + kf * LN2_LO_F32
+    p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1.6666667e-01) + r * (
+        np.float32(4.1666668e-02) + r * (np.float32(8.3333338e-03) + r * (np.float32(1.3888889e-03) + r * np.float32(
+            1.9841270e-04)))))))
+    return p * bits_float32(np.int32((np.int32(127) - k) << np.int32(23)))  # 2^-k
 
 
 def row_raw_sums(z, m, ws):
@@ -605,6 +613,8 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     if list_worth_reading(ws, dt, math.inf, s):
         list_d, list_i, list_e, total = list_ready(z, m, dt, s, ws)
         return draw_over(z, m, s, dt, ilo, ihi, key, want, list_d, list_i, list_e, total, True, ws)
+    if (dt == math.inf) & (ilo > ihi):  # every finite token is kept (a temperature-only chain)
+        return draw_whole_row(z, m, s, key, want, ws)
     # the work arrays as placeholders: a pass over the row reads no list (measured: choosing between
     # two lists inside the loop's function cost a whole-row draw 2-4%)
     return draw_over(z, m, s, dt, ilo, ihi, key, want, ws[LIST_D], ws[LIST_I], ws[LIST_E], z.shape[0], False, ws)
@@ -641,16 +651,74 @@ def draw_over(z, m, s, dt, ilo, ihi, key, want, list_d, list_i, list_e, total, f
                 x = s * gaps[j]
                 if x < math.inf:
                     i = int(list_i[start + j]) if from_list else start + j
-                    u = token_uniform(key, i)
-                    # E = -ln u < a needs u > e^-a >= 1 - a: most tokens fail this without a logarithm
-                    a = es[j] * weight
-                    if u > 1.0 - a * 1.000001 - 1e-15:
-                        score = race_score(-x, u)
-                        if score > best or (score == best and i < token) or token < 0:
-                            best = score
-                            weight = math.exp(-best)
-                            token = i
+                    best, weight, token = race_try(key, i, x, es[j], best, weight, token)
     return token, n, g, q
+
+
+def draw_whole_row(z, m, s, key, want, ws):
+    """row_draw when every finite token is kept: the sums with float32 exponentials (about half the
+    float64 pass's time; they only feed the telemetry), the race on float64 scores as everywhere else,
+    the float32 ``e^-x`` only screening its candidates."""
+    es = ws[ES32]
+    own = z[:1].copy()  # the maximum and the scale in the row's dtype
+    own[0] = m
+    mz = own[0]
+    own[0] = s
+    sz = own[0]
+    n = 0.0
+    g = 0.0
+    q = 0.0
+    best = -math.inf
+    weight = math.inf
+    token = -1
+    for start in range(0, z.shape[0], CHUNK):
+        count = min(CHUNK, z.shape[0] - start)
+        cn, cg, cq = chunk_whole_row(z, mz, sz, start, count, es)
+        n += cn
+        g += cg
+        q += cq
+        if want:
+            for j in range(count):
+                if es[j] >= 0.0:
+                    i = start + j
+                    best, weight, token = race_try(key, i, s * (m - np.float64(z[i])), np.float64(es[j]), best,
+                                                   weight, token)
+    return token, n, g, q
+
+
+def chunk_whole_row(z, mz, sz, start, count, es):
+    """Count, G and Q of the finite tokens among row tokens ``start...`` at scale ``sz`` with float32
+    exponentials, and each token's ``e^-x`` into ``es`` (float32): inf beyond EXP_LIMIT_F32, where the
+    race must test the token exactly, and -1 for a token that is not kept (an infinite logit)."""
+    n = np.float32(0.0)
+    g = np.float32(0.0)
+    q = np.float32(0.0)
+    for j in range(count):
+        dz = mz - z[start + j]
+        inside = (dz >= 0.0) & (dz < math.inf)
+        xf = np.float32(sz * dz)
+        near = inside & (xf <= EXP_LIMIT_F32)
+        xc = xf if near else EXP_LIMIT_F32
+        e = exp_neg_f32(xc)
+        e = e if near else np.float32(0.0)
+        es[j] = e if near else (np.float32(math.inf) if inside else np.float32(-1.0))
+        n += np.float32(1.0) if inside else np.float32(0.0)
+        g += e
+        q += xc * e
+    return np.float64(n), np.float64(g), np.float64(q)
+
+
+def race_try(key, i, x, e, best, weight, token):
+    """Token ``i`` (scaled gap ``x``, ``e ≈ e^-x``) in the exponential race so far (``best`` score,
+    ``weight = e^-best``, ``token``): the new ``(best, weight, token)``. E = -ln u < a = e^-x · weight
+    needs u > e^-a >= 1 - a, so most tokens fail without a logarithm; the margin covers a float32
+    ``e^-x`` (x rounded to float32 at up to 87 nats: relative error < 3e-5)."""
+    u = token_uniform(key, i)
+    if u > 1.0 - e * weight * RACE_MARGIN - 1e-15:
+        score = race_score(-x, u)
+        if score > best or (score == best and i < token) or token < 0:
+            return score, math.exp(-score), i
+    return best, weight, token
 
 
 def row_write(z, m, s, dt, ilo, ihi, shift, limit, out, ws):
@@ -669,10 +737,10 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i)
     arrays; the caller keeps them from call to call, since fresh ones would be page-faulted in at every
     step, which at batch 1 costs a good part of the pass itself."""
     batch, vocab = z.shape
-    accs, pivs, caches, chunks, hists, metas = small_arrays(threads)
+    small = small_arrays(threads)
     writes = out.shape[0] == batch
     for b in prange(batch):
-        ws = thread_ws(numba.get_thread_id(), vocab, accs, pivs, caches, chunks, hists, metas, rows_f, rows_i)
+        ws = thread_ws(numba.get_thread_id(), vocab, small, rows_f, rows_i)
         key = step_key(keys[b, 0], keys[b, 1])
         run_row(z[b], ops, prm[b], key, out[b] if writes else out[0], tel[b], mode, limit, ws)
 
@@ -680,8 +748,7 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i)
 def run_one(z, ops, prm, keys, out, tel, mode, limit, rows_f, rows_i):
     """:func:`run_chain` for a batch of one row, on the calling thread: a parallel region would only add
     the wake-up of a thread pool that has nothing else to do."""
-    accs, pivs, caches, chunks, hists, metas = small_arrays(1)
-    ws = thread_ws(0, z.shape[1], accs, pivs, caches, chunks, hists, metas, rows_f, rows_i)
+    ws = thread_ws(0, z.shape[1], small_arrays(1), rows_f, rows_i)
     run_row(z[0], ops, prm[0], step_key(keys[0, 0], keys[0, 1]), out[0], tel[0], mode, limit, ws)
 
 
@@ -690,17 +757,18 @@ def small_arrays(threads):
     size = acc_size(PIVOTS)
     return (np.empty((threads, size + PAD)), np.empty((threads, PIVOTS + PAD)), np.empty((threads, size + PAD)),
             np.empty((threads, 3, CHUNK + PAD)), np.empty((threads, 3 * PIVOTS + PAD)),
-            np.empty((threads, META_SIZE + PAD)))
+            np.empty((threads, META_SIZE + PAD)), np.empty((threads, CHUNK + 2 * PAD), dtype=np.float32))
 
 
-def thread_ws(t, vocab, accs, pivs, caches, chunks, hists, metas, rows_f, rows_i):
+def thread_ws(t, vocab, small, rows_f, rows_i):
     """Thread ``t``'s work arrays, in the order of the ``ws`` indices above."""
+    accs, pivs, caches, chunks, hists, metas, chunks32 = small
     size = acc_size(PIVOTS)
     f = rows_f[t]
     return (accs[t, :size], pivs[t, :PIVOTS], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
             rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
             hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],
-            f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab])
+            f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab], chunks32[t, :CHUNK])
 
 
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away
@@ -709,10 +777,10 @@ _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "plain_extremes": {"reassoc", "nsz", "nnan"}, "chunk_top": {"reassoc", "nsz", "nnan"},
              "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
-             "chunk_raw_sums": {"reassoc", "contract", "nsz"},
+             "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},
-             "exp_neg": {"contract"}}
+             "exp_neg": {"contract"}, "exp_neg_f32": {"contract"}}
 
 
 def _decorate(function):

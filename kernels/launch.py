@@ -23,9 +23,11 @@ def backend_for(scores: torch.Tensor) -> str | None:
     CUDA without a usable Numba-CUDA)."""
     if scores.dim() != 2 or not scores.is_floating_point() or scores.shape[1] == 0:
         return None
-    if scores.device.type == "cpu":
+    # is_cpu/is_cuda, not device.type: Tensor.device builds a Python object, which right after a forward
+    # pass costs ~20 µs (measured: 27 against 7.5 µs for is_cpu)
+    if scores.is_cpu:
         return "cpu"
-    if scores.device.type == "cuda" and cuda_available():
+    if scores.is_cuda and cuda_available():
         return "cuda"
     return None
 

@@ -207,6 +207,9 @@ CHAINS = {
     "eta, top-n-sigma": lambda: [EtaCutoff(0.02), TopNSigma(1.0)],
     # T = 1 keeps the telemetry's scan; Top-H 1.0 keeps everything, so top-p searches with Top-H's pivots
     "T=1, Top-H 1.0, T=1, top-p 0.7": lambda: [Temperature(1.0), TopH(1.0), Temperature(1.0), TopP(0.7)],
+    # every finite token kept: the draw's own pass over the row (float32 sums, the race screened by them)
+    "T=1.3": lambda: [Temperature(1.3)],
+    "dynatemp": lambda: [EntropyTemperature("dynatemp", temperature=1.3, dynatemp_range=0.5)],
 }
 
 
@@ -218,17 +221,7 @@ def test_fused_draw_and_telemetry_equal_the_reference_on_the_same_logits(name, s
     processed = chain(None, scores)  # the fused kernel's processed logits
     seeds = torch.arange(scores.shape[0]) + seed
     drawn = chain.sample(None, scores, seeds=seeds, steps=step)
-    expected = race_draw(processed, seeds, step)
-    # the race may only disagree where two scores tie to within rounding
-    keys = step_keys(seeds, torch.full_like(seeds, step))
-    ids = torch.arange(scores.shape[1]).expand_as(scores)
-    race = torch.where(torch.isfinite(processed), processed.double() - torch.log(-torch.log(
-        token_uniforms(keys[:, None].expand_as(scores), ids))), -torch.inf)
-    top2 = race.topk(min(2, scores.shape[1]), dim=-1).values
-    tight = (top2[:, 0] - top2[:, -1]).abs() < 1e-9 * (1 + top2[:, 0].abs())
-    if scores.shape[1] == 1:
-        tight[:] = False
-    assert torch.equal(drawn.tokens[~tight], expected[~tight])
+    assert_race_winners(drawn.tokens, processed, seeds, step)
     reference = measure_step(scores, processed, drawn.tokens, chain.applied_temperature(scores.shape[0]))
     t = drawn.telemetry
     assert torch.equal(t.kept, reference.kept)
@@ -241,6 +234,34 @@ def test_fused_draw_and_telemetry_equal_the_reference_on_the_same_logits(name, s
     for field in ("entropy_after", "logprob_after"):
         ours, theirs = getattr(t, field).double(), getattr(reference, field).double()
         assert ((ours == theirs) | ((ours - theirs).abs() <= 1e-4 + 1e-4 * theirs.abs() + rounding)).all(), field
+
+
+def assert_race_winners(tokens: torch.Tensor, processed: torch.Tensor, seeds: torch.Tensor, step: int) -> None:
+    """``tokens`` are the reference race's winners over ``processed``, except where two scores tie to
+    within rounding (there either may win)."""
+    expected = race_draw(processed, seeds, step)
+    keys = step_keys(seeds, torch.full_like(seeds, step))
+    ids = torch.arange(processed.shape[1]).expand_as(processed)
+    race = torch.where(torch.isfinite(processed), processed.double() - torch.log(-torch.log(
+        token_uniforms(keys[:, None].expand_as(processed), ids))), -torch.inf)
+    top2 = race.topk(min(2, processed.shape[1]), dim=-1).values
+    tight = (top2[:, 0] - top2[:, -1]).abs() < 1e-9 * (1 + top2[:, 0].abs())
+    if processed.shape[1] == 1:
+        tight[:] = False
+    assert torch.equal(tokens[~tight], expected[~tight])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scores=logit_rows(max_vocab=300), dtype=st.sampled_from([torch.float64, torch.float16, torch.bfloat16]),
+       t=st.sampled_from([0.05, 0.7, 1.0, 2.5]), seed=st.integers(0, 2**40), step=st.integers(0, 1000))
+def test_a_draw_that_keeps_every_token_equals_the_reference_in_any_dtype(scores, dtype, t, seed, step):
+    # the draw's own pass over the row reads it in its dtype, with float32 exponentials screening the race
+    scores = scores.to(dtype)
+    chain = SamplerChain([Temperature(t)])
+    seeds = torch.arange(scores.shape[0]) + seed
+    drawn = chain.sample(None, scores, seeds=seeds, steps=step)
+    assert_race_winners(drawn.tokens, chain(None, scores), seeds, step)
+    assert torch.equal(drawn.telemetry.kept, torch.isfinite(scores).sum(-1))
 
 
 def test_kernels_are_used_and_can_be_switched_off():
@@ -364,7 +385,7 @@ def test_near_tier_top_is_lowered_on_a_flat_row(hidden):
     if hidden:
         z[::cpu.PROBE_STRIDE] -= 30.0
     rows_f, rows_i = _cpu_buffers(1, z.shape[0])
-    ws = compiled["thread_ws"](0, z.shape[0], *compiled["small_arrays"](1), rows_f, rows_i)
+    ws = compiled["thread_ws"](0, z.shape[0], compiled["small_arrays"](1), rows_f, rows_i)
     m, _, _ = compiled["row_max"](z, ws)
     assert compiled["near_crowded"](z, m, NEAR_NATS) != hidden
     compiled["scan_all"](z, m, 1.0, math.inf, 1, 0, NEAR_NATS, ws)
