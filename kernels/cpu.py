@@ -47,6 +47,7 @@ LOG2E_F32 = np.float32(LOG2E)
 LN2_HI_F32 = np.float32(0.693145751953125)  # ln 2 to 16 bits: k·LN2_HI_F32 is exact for |k| < 2^8
 LN2_LO_F32 = np.float32(1.428606765330187e-06)
 EXP_LIMIT_F32 = np.float32(87.0)  # e^-87 ≈ 1.6e-38, float32's smallest normal
+NO_SCALE = math.nan  # the scale of a list without e^-x (a count scan's), or asked for by a pass that reads none
 RACE_MARGIN = 1.0001  # race_try's screen, widened by more than a float32 e^-x can be off
 
 # Work arrays of one thread (``ws``): 0-4 as row_program describes; then
@@ -132,6 +133,34 @@ def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, h
         qs[j] = xe
         sums = add_token(sums, inside, d, x, e, xe)
     return chunk_total(sums)
+
+
+def chunk_gaps(list_d, list_i, z, m, start, count, from_list, dt, ilo, ihi, lo, hi, gaps):
+    """A count scan's chunk (row tokens or list entries ``start...``): the gaps of kept tokens with
+    ``lo < d <= hi`` (inf for the others), their count and extreme gaps; no exponential."""
+    n = 0.0
+    low = INF_BITS
+    high = NO_BITS
+    for j in range(count):
+        d = list_d[start + j] if from_list else m - np.float64(z[start + j])
+        i = list_i[start + j] if from_list else start + j
+        inside = (d > lo) & (d <= hi) & ((d < dt) | ((d == dt) & (i >= ilo) & (i <= ihi)))
+        gaps[j] = d if inside else math.inf
+        bits = float_bits(d if inside else math.inf)
+        n += np.float64(inside)
+        low = min(low, bits)
+        high = max(high, bits if inside else NO_BITS)
+    return n, bits_float(low), bits_float(high) if high >= 0 else -math.inf
+
+
+def chunk_counts(gaps, count, piv, first, hist):
+    """Add the chunk's count of tokens with ``d <= piv[k]`` to ``hist[3k]``, for pivots ``first...``."""
+    for k in range(first, piv.shape[0]):
+        p = piv[k]
+        n = 0.0
+        for j in range(count):
+            n += np.float64(gaps[j] <= p)
+        hist[3 * k] += n
 
 
 def add_token(sums, inside, d, x, e, xe):
@@ -256,10 +285,10 @@ def list_covers(ws, dt, hi):
 
 
 def list_worth_reading(ws, dt, hi, s):
-    """Whether a pass that sums over kept tokens with ``d <= hi`` at scale ``s`` should read the token
-    list: it must cover them, and not be a whole row recorded at another scale (the telemetry's scan at
-    T = 1 before a temperature), which would cost more to rescale than the row costs to read, unless the
-    near tier holds them."""
+    """Whether a pass that sums over kept tokens with ``d <= hi`` at scale ``s`` (NO_SCALE: that counts
+    them) should read the token list: it must cover them, and not be a whole row recorded at another
+    scale (the telemetry's scan at T = 1 before a temperature), which would cost more to rescale than the
+    row costs to read, unless the near tier holds them."""
     meta = ws[LIST_META]
     same_scale = (meta[META_SCALE] == s) | (meta[META_POSITIONAL] == 0.0) | (min(hi, dt) <= meta[META_NEAR_TOP])
     return list_covers(ws, dt, hi) & same_scale
@@ -267,17 +296,18 @@ def list_worth_reading(ws, dt, hi, s):
 
 def list_ready(z, m, top, s, ws):
     """The entries of the shortest list that holds every kept token with ``d <= top``, with ``e^-x`` at
-    scale ``s`` (the list must cover ``top``): ``(gaps, ids, e^-x, count)``. The near tier itself when it
-    reaches ``top`` at this scale (read in place: copying it into the list cost more than reading it);
-    else the list, made to hold exactly those tokens."""
+    scale ``s`` (NO_SCALE: the caller reads no ``e^-x``; the list must cover ``top``): ``(gaps, ids,
+    e^-x, count)``. The near tier itself when it reaches ``top`` at this scale (read in place: copying
+    it into the list cost more than reading it); else the list, made to hold exactly those tokens (and
+    compacted before its exponentials are computed, if they must be)."""
     meta = ws[LIST_META]
-    if near_reaches(meta, top) & (meta[META_SCALE] == s):
+    if near_reaches(meta, top) & ((meta[META_SCALE] == s) | (s != s)):
         return ws[NEAR_D], ws[NEAR_I], ws[NEAR_E], int(meta[META_NEAR_COUNT])
     list_take_near(top, ws)
     list_materialise(z, m, ws)
-    list_rescale(s, ws)
     if top < meta[META_TOP]:
         list_compact(top, ws)
+    list_rescale(s, ws)
     return ws[LIST_D], ws[LIST_I], ws[LIST_E], int(meta[META_COUNT])
 
 
@@ -317,15 +347,16 @@ def list_materialise(z, m, ws):
     meta[META_POSITIONAL] = 0.0
 
 
-def list_record(start, count, near, ws):
-    """Write the chunk's ``e^-x`` into the list (by position), and append its tokens with ``d <= near``
-    to the near tier (few: the branch is predictable)."""
+def list_record(start, count, near, sums, ws):
+    """Write the chunk's ``e^-x`` into the list (by position; a count scan has none, ``es`` holds zeros),
+    and append its tokens with ``d <= near`` to the near tier (few: the branch is predictable)."""
     meta = ws[LIST_META]
     gaps = ws[GAPS]
     es = ws[ES]
     list_e = ws[LIST_E]
-    for j in range(count):
-        list_e[start + j] = es[j]
+    if sums:
+        for j in range(count):
+            list_e[start + j] = es[j]
     n_near = int(meta[META_NEAR_COUNT])
     for j in range(count):
         if gaps[j] <= near:
@@ -354,9 +385,10 @@ def list_append(start, count, listed, ws):
 
 
 def list_rescale(s, ws):
-    """Recompute the list's ``e^-x`` for a new scale (after a temperature)."""
+    """Recompute the list's ``e^-x`` for a new scale (after a temperature, or for a list that a count
+    scan recorded without them); nothing for NO_SCALE."""
     meta = ws[LIST_META]
-    if meta[META_SCALE] == s:
+    if (meta[META_SCALE] == s) | (s != s):
         return
     meta[META_NEAR_TOP] = -math.inf  # its e^-x are for the old scale
     list_d = ws[LIST_D]
@@ -463,10 +495,12 @@ def plain_extremes(z):
     return top, lowest
 
 
-def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
+def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
     """Sums over kept tokens in ``(lo, hi]`` (see row_program), from the token list when it covers the
     range (compacting it to the range's top), else from the row (recording the list when ``lo`` is
-    below every gap)."""
+    below every gap). A count scan (``sums`` false) computes counts and extreme gaps alone: no
+    exponential, and a list recorded without ``e^-x`` (its scale NaN: readers that need them compute
+    them, for the few tokens they keep)."""
     acc = ws[0]
     piv = ws[1]
     hist = ws[HIST]
@@ -480,10 +514,10 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     for k in range(3 * PIVOTS):
         hist[k] = 0.0
     top = min(hi, dt)
-    from_list = list_worth_reading(ws, dt, hi, s)
+    from_list = list_worth_reading(ws, dt, hi, s if sums else NO_SCALE)
     total = z.shape[0]
     if from_list:
-        list_d, list_i, list_e, total = list_ready(z, m, top, s, ws)
+        list_d, list_i, list_e, total = list_ready(z, m, top, s if sums else NO_SCALE, ws)
     # a whole-row scan without pivots wants sums alone (an entropy before a temperature changes the scale)
     record = (not from_list) & (lo < 0.0) & ((npiv > 0) | (hi < math.inf))
     # A bounded scan (a threshold rule's) lists its tokens by id: few of them, and the passes after it
@@ -502,6 +536,9 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     floor = row_floor(m, top) if (not from_list) & ((not record) | compact) else -math.inf
     if record:
         meta[META_NEAR_COUNT] = 0.0
+    if not sums:
+        for j in range(CHUNK):  # what a count scan records as e^-x, for the tier and list_append
+            es[j] = 0.0
     n = 0.0
     g = 0.0
     q = 0.0
@@ -511,18 +548,21 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
     dmax = -math.inf
     for start in range(0, total, CHUNK):
         count = min(CHUNK, total - start)
-        if from_list:
+        if (not from_list) and chunk_below(z, start, count, floor):
+            continue
+        if not sums:
+            cn, cmin, cmax = chunk_gaps(list_d, list_i, z, m, start, count, from_list, dt, ilo, ihi, lo, hi, gaps)
+            cg = cq = csx = csxx = 0.0
+        elif from_list:
             cn, cg, cq, csx, csxx, cmin, cmax = chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo,
                                                                 hi, gaps, es, qs)
         else:
-            if chunk_below(z, start, count, floor):
-                continue
             cn, cg, cq, csx, csxx, cmin, cmax = chunk_from_row(z, start, count, m, s, dt, ilo, ihi, lo, hi, gaps, es, qs)
-            if compact:
-                if cn > 0.0:
-                    listed = list_append(start, count, listed, ws)
-            elif record:
-                list_record(start, count, near, ws)
+        if compact:
+            if cn > 0.0:
+                listed = list_append(start, count, listed, ws)
+        elif record:
+            list_record(start, count, near, sums, ws)
         if cn == 0.0:
             continue
         n += cn
@@ -533,7 +573,10 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         dmin = min(dmin, cmin)
         dmax = max(dmax, cmax)
         if npiv > 0:
-            chunk_pivots(gaps, es, qs, count, piv[:npiv], tiered, hist)
+            if sums:
+                chunk_pivots(gaps, es, qs, count, piv[:npiv], tiered, hist)
+            else:
+                chunk_counts(gaps, count, piv[:npiv], tiered, hist)
         if (tiered >= 2) & (meta[META_NEAR_COUNT] > NEAR_CAP):
             # a flat row: a near tier this long costs more (mispredicted appends, copies) than it saves,
             # so it ends at the pivot below from now on; the pivot it ended at takes its sums so far from
@@ -550,14 +593,14 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws):
         meta[META_COUNT] = listed if compact else z.shape[0]
         meta[META_NEAR_TOP] = near
         meta[META_POSITIONAL] = 0.0 if compact else 1.0
-        meta[META_SCALE] = s
+        meta[META_SCALE] = s if sums else NO_SCALE
     for k in range(3 * npiv):
         acc[A_PIV + k] = hist[k]
     acc[A_N] = n
-    acc[A_G] = g
-    acc[A_Q] = q
-    acc[A_SX] = sx
-    acc[A_SXX] = sxx
+    acc[A_G] = g if sums else math.nan
+    acc[A_Q] = q if sums else math.nan
+    acc[A_SX] = sx if sums else math.nan
+    acc[A_SXX] = sxx if sums else math.nan
     acc[A_DMIN] = dmin
     acc[A_DMAX] = dmax
 
@@ -569,8 +612,7 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     tmp_i = ws[TMP_I]
     n = 0
     if list_covers(ws, dt, hi):
-        # at the list's own scale: a gather reads no e^-x
-        list_d, list_i, _, total = list_ready(z, m, min(hi, dt), ws[LIST_META][META_SCALE], ws)
+        list_d, list_i, _, total = list_ready(z, m, min(hi, dt), NO_SCALE, ws)  # a gather reads no e^-x
         for j in range(total):
             d = list_d[j]
             i = list_i[j]
@@ -775,7 +817,8 @@ def thread_ws(t, vocab, small, rows_f, rows_i):
 # inf (masked tokens).
 _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "plain_extremes": {"reassoc", "nsz", "nnan"}, "chunk_top": {"reassoc", "nsz", "nnan"},
-             "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"}, "chunk_counts": {"reassoc", "nsz", "nnan"},
+             "chunk_gaps": {"reassoc", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"},

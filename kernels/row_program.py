@@ -16,9 +16,10 @@ Passes a backend provides (``ws`` is the backend's tuple of work arrays; ``ws[0]
 full scan):
 
 - ``row_max(z, ws) -> (z_max, n_finite, z_min)``
-- ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)``: over kept tokens with ``lo < d <= hi``, the
-  sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``
-  (a whole-row scan with ``npiv = 0`` is asked for its sums alone).
+- ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums)``: over kept tokens with ``lo < d <= hi``,
+  the sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``
+  (a whole-row scan with ``npiv = 0`` is asked for its sums alone). With ``sums`` false only the counts
+  and extreme gaps are asked for (a backend may compute the rest anyway).
 - ``row_raw_sums(z, m, ws) -> (G, Q)``: the whole row's sums at ``s = 1``, for the telemetry alone
   (may be less precise than a scan: float32 exponentials on the CPU).
 - ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
@@ -169,7 +170,7 @@ def scan_all(z, m, s, dt, ilo, ihi, near, ws):
     piv = ws[1]
     cache = ws[4]
     first_pivots(piv, s, near)
-    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, piv.shape[0], ws)
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, piv.shape[0], ws, True)
     for k in range(acc_size(piv.shape[0])):
         cache[k] = acc[k]
 
@@ -179,7 +180,7 @@ def scan_sums(z, m, s, dt, ilo, ihi, ws):
     the entropy-adaptive temperatures change the scale right after)."""
     acc = ws[0]
     cache = ws[4]
-    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, 0, ws)
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, 0, ws, True)
     for k in range(A_PIV):
         cache[k] = acc[k]
 
@@ -244,9 +245,10 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
     bg = 0.0
     bq = 0.0
     first_pivots(piv, s, search_near(kind) if cached == NOTHING else cached)
+    sums = kind != K_COUNT  # a search by count needs no exponential (walk takes its candidates' own)
     src = cache
     if cached == NOTHING:
-        row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
+        row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums)
         src = acc
     nb = src[A_N]
     if nb == 0.0 or not target_below(kind, nb, src[A_G], src[A_Q], a, b, c, mk):
@@ -281,7 +283,7 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
             geometric_pivots(piv, lo, s)
         else:
             even_pivots(piv, lo, hi)
-        row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws)
+        row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums)
         src = acc
         tie = src[A_DMIN] == src[A_DMAX]
     if not tie or nb <= limit:
@@ -319,7 +321,7 @@ def keep_at_most(z, m, s, dt, ilo, ihi, tau, mk, ties, ws):
     if not tau < INF:
         return dt, ilo, ihi, False
     acc = ws[0]
-    row_scan(z, m, s, dt, ilo, ihi, -1.0, tau / s, 0, ws)
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, tau / s, 0, ws, True)
     if acc[A_N] < mk:
         found, d_target, i_target, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, mk, 0.0, 0.0, mk, NOTHING, ws)
         if not found:  # fewer than mk tokens: all stay

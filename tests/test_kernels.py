@@ -333,6 +333,11 @@ LARGE_ROW_CHAINS = {
     # near tier (up to 4 nats) were chosen for Top-H
     "Top-H 1.0, top-p": lambda: [TopH(1.0), TopP(0.9)],
     "Top-H 1.0, top-k 100": lambda: [TopH(1.0), TopK(100)],
+    # searches by count scan without exponentials and record the list without them: the passes after
+    # them (the hf rule's entropy, a rescaled draw, a draw from the near tier) compute those they read
+    "T 1.5, Top-H hf": lambda: [Temperature(1.5), TopH(0.4, rule="hf")],
+    "T 1.5, top-k 1000, T 0.8": lambda: [Temperature(1.5), TopK(1000), Temperature(0.8)],
+    "top-k 50": lambda: [TopK(50)],
 }
 
 
