@@ -2,9 +2,9 @@
 
 A processor opts in with ``kernel_op(input_ids, scores) -> KernelOp`` (its op code and per-row values,
 scalars or ``[batch]`` tensors) and may take back what the kernel measured with
-``after_kernel(input_ids, temperature, entropy)`` (``[batch]`` tensors: the temperature it applied, float32, and
-the entropy it saw, float64, NaN where it has none). ``process_fused`` and ``sample_fused`` return ``None`` whenever the
-kernels cannot run, and the caller falls back to the torch reference.
+``after_kernel(input_ids, measured)`` (a :class:`Measured`: the temperature it applied and the entropy it
+saw). ``process_fused`` and ``sample_fused`` return ``None`` whenever the kernels cannot run, and the
+caller falls back to the torch reference.
 """
 
 from __future__ import annotations
@@ -27,6 +27,30 @@ from .telemetry import StepTelemetry, measure_step
 class KernelOp(NamedTuple):
     code: int
     values: dict[str, Any]  # per slot, in order: the parameter's name and a number or a [batch] tensor
+
+
+class Measured:
+    """What the kernel measured for one processor of the chain at one step, read from the step's
+    telemetry when asked for: right after the model's forward pass each conversion to a tensor costs tens
+    of microseconds, and most steps nobody asks (``generate()`` reads the step's own telemetry)."""
+
+    __slots__ = ("_telemetry", "_index")
+
+    def __init__(self, telemetry: np.ndarray | torch.Tensor, index: int) -> None:
+        self._telemetry = telemetry
+        self._index = index
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The temperature the processor applied, float32 ``[batch]``."""
+        column = self._telemetry[:, program.op_temperature_column(self._index)]
+        return torch.from_numpy(column.astype(np.float32)) if isinstance(column, np.ndarray) else column.float()
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """The entropy of the distribution the processor saw, float64 ``[batch]`` (NaN where it has none)."""
+        column = self._telemetry[:, program.op_entropy_column(self._index)]
+        return torch.from_numpy(column.copy()) if isinstance(column, np.ndarray) else column.clone()
 
 
 class Draw(NamedTuple):
@@ -92,12 +116,31 @@ def _after_kernel(processors: Sequence[Any], input_ids, tel: np.ndarray | torch.
     for index, processor in enumerate(processors):
         after = getattr(processor, "after_kernel", None)
         if after is not None:
-            temperature = program.op_temperature_column(index)
-            entropy = program.op_entropy_column(index)
-            if isinstance(tel, np.ndarray):
-                after(input_ids, torch.from_numpy(tel[:, temperature].astype(np.float32)), torch.from_numpy(tel[:, entropy]))
-            else:
-                after(input_ids, tel[:, temperature].float(), tel[:, entropy])
+            after(input_ids, Measured(tel, index))
+
+
+class ReportsTemperature:
+    """``last_temperature``: the temperature each row got at the processor's last call (float32
+    ``[batch]``, ``None`` before the first). After a fused kernel it is read from the kernel's
+    telemetry when first asked for."""
+
+    _last_temperature: torch.Tensor | None = None
+    _measured: Measured | None = None
+
+    @property
+    def last_temperature(self) -> torch.Tensor | None:
+        if self._measured is not None:
+            self._last_temperature = self._measured.temperature
+            self._measured = None
+        return self._last_temperature
+
+    @last_temperature.setter
+    def last_temperature(self, value: torch.Tensor | None) -> None:
+        self._last_temperature = value
+        self._measured = None
+
+    def after_kernel(self, input_ids: torch.LongTensor | None, measured: Measured) -> None:
+        self._measured = measured
 
 
 def process_fused(processors: Sequence[Any], input_ids, scores: torch.Tensor) -> torch.Tensor | None:

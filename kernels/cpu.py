@@ -787,11 +787,11 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i)
         run_row(z[b], ops, prm[b], key, out[b] if writes else out[0], tel[b], mode, limit, ws)
 
 
-def run_one(z, ops, prm, keys, out, tel, mode, limit, rows_f, rows_i):
-    """:func:`run_chain` for a batch of one row, on the calling thread: a parallel region would only add
-    the wake-up of a thread pool that has nothing else to do."""
+def run_one(z, ops, prm, seed, step, out, tel, mode, limit, rows_f, rows_i):
+    """:func:`run_chain` for a batch of one row, on the calling thread (a parallel region would only add
+    the wake-up of a thread pool that has nothing else to do), its key's seed and step as numbers."""
     ws = thread_ws(0, z.shape[1], small_arrays(1), rows_f, rows_i)
-    run_row(z[0], ops, prm[0], step_key(keys[0, 0], keys[0, 1]), out[0], tel[0], mode, limit, ws)
+    run_row(z[0], ops, prm[0], step_key(seed, step), out[0], tel[0], mode, limit, ws)
 
 
 def small_arrays(threads):

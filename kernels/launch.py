@@ -109,12 +109,36 @@ def _run_cpu(work, ops, params, mode, seeds, steps, limit):
 def _cpu_pass(z, ops, params, mode, seeds, steps, limit, out):
     # NumPy buffers: at batch 1 the pass over a row takes well under a millisecond, and a handful of
     # torch allocations and copies would cost a good part of that again.
+    tel = np.empty((z.shape[0], program.telemetry_width(len(ops))))
+    out = _placeholder(z.dtype) if out is None else out
+    if z.shape[0] == 1:  # the row's seed and step go in as numbers: a keys array costs ~20 µs cold
+        with _cpu_lock:
+            _run_one(z, ops, params, _first(seeds), _first(steps), out, tel, mode, limit)
+        return tel
     keys = np.empty((z.shape[0], 2), dtype=np.int64)
     keys[:, 0] = seeds
     keys[:, 1] = steps
-    tel = np.empty((z.shape[0], program.telemetry_width(len(ops))))
-    run_cpu_arrays(z, ops, params, keys, np.empty((1, 1), dtype=z.dtype) if out is None else out, tel, mode, limit)
+    run_cpu_arrays(z, ops, params, keys, out, tel, mode, limit)
     return tel
+
+
+def _first(values: int | np.ndarray) -> int | np.int64:
+    return values if isinstance(values, int) else values[0]
+
+
+@lru_cache(maxsize=None)
+def _placeholder(dtype: np.dtype) -> np.ndarray:
+    # the ``out`` of a pass that writes no logits (never written)
+    return np.empty((1, 1), dtype=dtype)
+
+
+def _run_one(z, ops, params, seed, step, out, tel, mode, limit):
+    # a batch of one row runs on this thread: no pool to wake, no thread count to read, change and
+    # restore (the caller holds _cpu_lock)
+    from .cpu import COMPILED
+
+    rows_f, rows_i = _cpu_buffers(1, z.shape[1])
+    COMPILED["run_one"](z, ops, params, seed, step, out, tel, mode, limit, rows_f, rows_i)
 
 
 def run_cpu_arrays(
@@ -128,9 +152,8 @@ def run_cpu_arrays(
 
     batch = z.shape[0]
     with _cpu_lock:  # one parallel region at a time (Numba's workqueue layer is not re-entrant), one user of the buffers
-        if batch == 1:  # on this thread: no pool to wake, no thread count to read, change and restore
-            rows_f, rows_i = _cpu_buffers(1, z.shape[1])
-            COMPILED["run_one"](z, ops, params, keys, out, tel, mode, limit, rows_f, rows_i)
+        if batch == 1:
+            _run_one(z, ops, params, keys[0, 0], keys[0, 1], out, tel, mode, limit)
             return
         threads = numba.get_num_threads()
         rows_f, rows_i = _cpu_buffers(threads, z.shape[1])

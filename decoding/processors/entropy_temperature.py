@@ -10,7 +10,7 @@ from transformers import LogitsProcessor
 
 from ...kernels import program
 from ..entropy import entropy_from_log_probs, log_probs
-from ..fused import KernelOp, process_fused
+from ..fused import KernelOp, Measured, ReportsTemperature, process_fused
 from ..rowparams import RowParam, check_row_param, row_column
 from .temperature import apply_temperature
 
@@ -66,7 +66,7 @@ class HapoStatistics:
         return max(-1.0, min(1.0, scaled))
 
 
-class EntropyTemperature(LogitsProcessor):
+class EntropyTemperature(ReportsTemperature, LogitsProcessor):
     """Divide each row's logits by a temperature set from the entropy of that row's distribution.
 
     Keeps every token (like :class:`Temperature`, and ``T = 0`` rows become greedy); one of three
@@ -129,7 +129,6 @@ class EntropyTemperature(LogitsProcessor):
         self.tau = check_row_param("tau", tau, 0.0, 1.0, hi_open=True)
         self.pivot = check_row_param("pivot", pivot, 0.0, 1.0)
         self.window = int(check_row_param("window", window, 2, integer=True))
-        self.last_temperature: torch.Tensor | None = None
         self._statistics: HapoStatistics | None = None
         self.reset()
 
@@ -201,10 +200,10 @@ class EntropyTemperature(LogitsProcessor):
         names = ("has_statistics", "pivot_log_entropy", "spread", "scale_pos", "scale_neg")
         return KernelOp(program.HAPO, {"temperature": self.temperature, "tau": self.tau, **dict(zip(names, columns))})
 
-    def after_kernel(self, input_ids: torch.LongTensor | None, temperature: torch.Tensor, entropy: torch.Tensor) -> None:
-        self.last_temperature = temperature
+    def after_kernel(self, input_ids: torch.LongTensor | None, measured: Measured) -> None:
+        super().after_kernel(input_ids, measured)
         if self.kind == "hapo":
-            self._record(input_ids, entropy.tolist())
+            self._record(input_ids, measured.entropy.tolist())
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
         fused = process_fused([self], input_ids, scores)

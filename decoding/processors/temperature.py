@@ -6,7 +6,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ...kernels import program
-from ..fused import KernelOp, process_fused
+from ..fused import KernelOp, ReportsTemperature, process_fused
 from ..rowparams import RowParam, check_row_param, row_column
 
 
@@ -38,7 +38,7 @@ def apply_temperature(scores: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return heated.to(scores.dtype)
 
 
-class Temperature(LogitsProcessor):
+class Temperature(ReportsTemperature, LogitsProcessor):
     """Divide each row's logits by its temperature; ``temperature=0`` keeps only the first argmax (greedy).
 
     Keeps every token: it reshapes the distribution (flatter for ``T > 1``, sharper for ``T < 1``) without
@@ -64,13 +64,9 @@ class Temperature(LogitsProcessor):
 
     def __init__(self, temperature: RowParam = 1.0) -> None:
         self.temperature = check_row_param("temperature", temperature, 0.0)
-        self.last_temperature: torch.Tensor | None = None
 
     def kernel_op(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> KernelOp:
         return KernelOp(program.TEMPERATURE, {"temperature": self.temperature})
-
-    def after_kernel(self, input_ids: torch.LongTensor | None, temperature: torch.Tensor, entropy: torch.Tensor) -> None:
-        self.last_temperature = temperature
 
     def __call__(self, input_ids: torch.LongTensor | None, scores: torch.Tensor) -> torch.Tensor:
         fused = process_fused([self], input_ids, scores)
