@@ -47,6 +47,7 @@ LOG2E_F32 = np.float32(LOG2E)
 LN2_HI_F32 = np.float32(0.693145751953125)  # ln 2 to 16 bits: k·LN2_HI_F32 is exact for |k| < 2^8
 LN2_LO_F32 = np.float32(1.428606765330187e-06)
 EXP_LIMIT_F32 = np.float32(87.0)  # e^-87 ≈ 1.6e-38, float32's smallest normal
+ROUGH_SCANS = True  # row_program.top_h_rough: a float32 first scan costs about half a float64 one here
 NO_SCALE = math.nan  # the scale of a list without e^-x (a count scan's), or asked for by a pass that reads none
 RACE_MARGIN = 1.0001  # race_try's screen, widened by more than a float32 e^-x can be off
 
@@ -56,7 +57,7 @@ GAPS, ES, QS = 7, 8, 9                      # one chunk's stages
 HIST = 10                                   # per-pivot sums
 LIST_D, LIST_I, LIST_E, LIST_META = 11, 12, 13, 14
 NEAR_D, NEAR_I, NEAR_E = 15, 16, 17
-ES32 = 18                                   # a whole-row draw's chunk of float32 e^-x
+GAPS32, ES32, QS32 = 18, 19, 20             # a float32 pass's chunk stages (scan_rough, the whole-row draw)
 # The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
 # of the row and skip the exponentials: the whole chain computes them about once. The recording scan
@@ -702,11 +703,7 @@ def draw_whole_row(z, m, s, key, want, ws):
     float64 pass's time; they only feed the telemetry), the race on float64 scores as everywhere else,
     the float32 ``e^-x`` only screening its candidates."""
     es = ws[ES32]
-    own = z[:1].copy()  # the maximum and the scale in the row's dtype
-    own[0] = m
-    mz = own[0]
-    own[0] = s
-    sz = own[0]
+    mz, sz = in_row_dtype(z, m, s)
     n = 0.0
     g = 0.0
     q = 0.0
@@ -729,9 +726,9 @@ def draw_whole_row(z, m, s, key, want, ws):
 
 
 def chunk_whole_row(z, mz, sz, start, count, es):
-    """Count, G and Q of the finite tokens among row tokens ``start...`` at scale ``sz`` with float32
-    exponentials, and each token's ``e^-x`` into ``es`` (float32): inf beyond EXP_LIMIT_F32, where the
-    race must test the token exactly, and -1 for a token that is not kept (an infinite logit)."""
+    """chunk_rough for the draw, with one stage (one store per token instead of three: 0.6 ns of 1.9 per
+    token): ``es``, where inf marks a token beyond EXP_LIMIT_F32, which the race must test exactly, and -1
+    one that is not kept (an infinite logit)."""
     n = np.float32(0.0)
     g = np.float32(0.0)
     q = np.float32(0.0)
@@ -748,6 +745,123 @@ def chunk_whole_row(z, mz, sz, start, count, es):
         g += e
         q += xc * e
     return np.float64(n), np.float64(g), np.float64(q)
+
+
+def in_row_dtype(z, m, s):
+    """The row maximum and the scale in the row's dtype (a float32 pass computes in it)."""
+    own = z[:1].copy()
+    own[0] = m
+    mz = own[0]
+    own[0] = s
+    return mz, own[0]
+
+
+def chunk_rough(z, mz, sz, start, count, gaps, es, qs):
+    """Count, G and Q of the finite tokens among row tokens ``start...`` at scale ``sz``, with float32
+    exponentials and sums (the error bound is row_program.ROUGH_EPS), and their stages in float32:
+    ``gaps`` (inf for an infinite logit), ``es = e^-x`` and ``qs = x·e^-x`` (0 beyond EXP_LIMIT_F32)."""
+    n = np.float32(0.0)
+    g = np.float32(0.0)
+    q = np.float32(0.0)
+    for j in range(count):
+        dz = mz - z[start + j]
+        inside = (dz >= 0.0) & (dz < math.inf)
+        xf = np.float32(sz * dz)
+        near = inside & (xf <= EXP_LIMIT_F32)
+        xc = xf if near else EXP_LIMIT_F32
+        e = exp_neg_f32(xc)
+        e = e if near else np.float32(0.0)
+        gaps[j] = dz if inside else np.float32(math.inf)
+        es[j] = e
+        qs[j] = xc * e
+        n += np.float32(1.0) if inside else np.float32(0.0)
+        g += e
+        q += xc * e
+    return np.float64(n), np.float64(g), np.float64(q)
+
+
+def row_scan_rough(z, m, z_min, s, npiv, ws):
+    """A first scan of a row whose every finite token is kept, with float32 exponentials and sums: the
+    count, G and Q (within row_program.ROUGH_EPS), a search's first-round pivot sums (the near tier's
+    exact, the one above it within the same bound), and the token list by position without ``e^-x``
+    (scale NO_SCALE) with its near tier. Returns the near tier's top. Exact: the count and the extreme
+    gaps, and the tier, whose tokens are tested on their float64 gaps."""
+    acc = ws[0]
+    piv = ws[1]
+    hist = ws[HIST]
+    gaps = ws[GAPS32]
+    es = ws[ES32]
+    qs = ws[QS32]
+    meta = ws[LIST_META]
+    for k in range(3 * PIVOTS):
+        hist[k] = 0.0
+    near = piv[npiv - 2]
+    tiered = npiv - 1
+    while (tiered >= 2) and near_crowded(z, m, near):
+        tiered -= 1
+        near = piv[tiered - 1]
+    meta[META_NEAR_COUNT] = 0.0
+    mz, sz = in_row_dtype(z, m, s)
+    n = 0.0
+    g = 0.0
+    q = 0.0
+    for start in range(0, z.shape[0], CHUNK):
+        count = min(CHUNK, z.shape[0] - start)
+        cn, cg, cq = chunk_rough(z, mz, sz, start, count, gaps, es, qs)
+        n += cn
+        g += cg
+        q += cq
+        near_append_rough(z, m, start, count, near, ws)
+        chunk_pivots(gaps, es, qs, count, piv[:npiv], tiered, hist)
+        if (tiered >= 2) & (meta[META_NEAR_COUNT] > NEAR_CAP):  # as in row_scan
+            near_fill(s, ws)
+            near_pivots(s, piv, tiered - 1, tiered, hist, ws)
+            tiered -= 1
+            near = piv[tiered - 1]
+            near_shrink(near, ws)
+    near_fill(s, ws)
+    near_pivots(s, piv, 0, tiered, hist, ws)
+    meta[META_VALID] = 1.0
+    meta[META_TOP] = math.inf
+    meta[META_COUNT] = z.shape[0]
+    meta[META_NEAR_TOP] = near
+    meta[META_POSITIONAL] = 1.0
+    meta[META_SCALE] = NO_SCALE
+    for k in range(3 * npiv):
+        acc[A_PIV + k] = hist[k]
+    acc[A_N] = n
+    acc[A_G] = g
+    acc[A_Q] = q
+    acc[A_SX] = math.nan
+    acc[A_SXX] = math.nan
+    acc[A_DMIN] = 0.0 if n > 0.0 else math.inf
+    acc[A_DMAX] = m - z_min if n > 0.0 else -math.inf
+    return near
+
+
+def near_append_rough(z, m, start, count, near, ws):
+    """Append the chunk's tokens with ``d <= near`` to the near tier (gap and id; near_fill adds their
+    ``e^-x``): those the float32 gaps place near it are tested on their float64 gaps."""
+    meta = ws[LIST_META]
+    gaps = ws[GAPS32]
+    n_near = int(meta[META_NEAR_COUNT])
+    loose = near * (1.0 + 1e-6) + 1e-30  # beyond float32's rounding of m - z
+    for j in range(count):
+        if gaps[j] <= loose:
+            d = m - np.float64(z[start + j])
+            if d <= near:
+                ws[NEAR_D][n_near] = d
+                ws[NEAR_I][n_near] = start + j
+                n_near += 1
+    meta[META_NEAR_COUNT] = n_near
+
+
+def near_fill(s, ws):
+    """The near tier's ``e^-x`` (float64) at scale ``s``."""
+    near_d = ws[NEAR_D]
+    near_e = ws[NEAR_E]
+    for j in range(int(ws[LIST_META][META_NEAR_COUNT])):
+        near_e[j] = exp_neg(s * near_d[j])
 
 
 def race_try(key, i, x, e, best, weight, token):
@@ -799,7 +913,7 @@ def small_arrays(threads):
     size = acc_size(PIVOTS)
     return (np.empty((threads, size + PAD)), np.empty((threads, PIVOTS + PAD)), np.empty((threads, size + PAD)),
             np.empty((threads, 3, CHUNK + PAD)), np.empty((threads, 3 * PIVOTS + PAD)),
-            np.empty((threads, META_SIZE + PAD)), np.empty((threads, CHUNK + 2 * PAD), dtype=np.float32))
+            np.empty((threads, META_SIZE + PAD)), np.empty((threads, 3, CHUNK + 2 * PAD), dtype=np.float32))
 
 
 def thread_ws(t, vocab, small, rows_f, rows_i):
@@ -810,7 +924,8 @@ def thread_ws(t, vocab, small, rows_f, rows_i):
     return (accs[t, :size], pivs[t, :PIVOTS], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
             rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
             hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],
-            f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab], chunks32[t, :CHUNK])
+            f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab], chunks32[t, 0, :CHUNK],
+            chunks32[t, 1, :CHUNK], chunks32[t, 2, :CHUNK])
 
 
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away
@@ -820,7 +935,8 @@ _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "chunk_pivots": {"reassoc", "contract", "nsz", "nnan"}, "chunk_counts": {"reassoc", "nsz", "nnan"},
              "chunk_gaps": {"reassoc", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
-             "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_rough": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},
              "exp_neg": {"contract"}, "exp_neg_f32": {"contract"}}

@@ -25,6 +25,7 @@ THREADS = 16 if SIMULATED else 256  # the simulator runs each thread as a Python
 PIVOTS = 4
 SLOTS = acc_size(PIVOTS)  # values reduced across the block by one scan
 CAP = 64 if SIMULATED else 512  # gathered candidates sorted in shared memory (a power of two)
+ROUGH_SCANS = False  # row_program.top_h_rough: a block's float64 exponentials are cheap, certifying is not
 NO_ID = 1 << 62
 
 # Work arrays (``ws``): 0-4 as row_program describes; then
@@ -148,6 +149,12 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):  # sums: always (a 
     values[A_PIV + 10] = g3
     values[A_PIV + 11] = q3
     block_reduce(ws, acc_size(npiv))
+
+
+def row_scan_rough(z, m, z_min, s, npiv, ws):
+    """An exact scan, which keeps the rough scan's contract; unused while ROUGH_SCANS is off."""
+    row_scan(z, m, s, math.inf, 1, 0, -1.0, math.inf, npiv, ws, True)
+    return math.inf
 
 
 def row_raw_sums(z, m, ws):

@@ -22,6 +22,10 @@ full scan):
   and extreme gaps are asked for (a backend may compute the rest anyway).
 - ``row_raw_sums(z, m, ws) -> (G, Q)``: the whole row's sums at ``s = 1``, for the telemetry alone
   (may be less precise than a scan: float32 exponentials on the CPU).
+- ``row_scan_rough(z, m, z_min, s, npiv, ws) -> near top``: a row_scan of a row whose every finite token
+  is kept, with pivots, whose G, Q and pivot sums may be off by ROUGH_EPS (relative): a search may
+  start from it, and its result must be certified (top_h_rough). A backend sets ``ROUGH_SCANS`` when
+  its rough scan is cheaper than an exact one.
 - ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
 - ``row_nth_tied(z, m, dt, ilo, ihi, dval, j, ws) -> id``: the ``j``-th lowest kept id with ``d == dval``.
 - ``row_draw(z, m, s, dt, ilo, ihi, key, want, ws) -> (token, n, G, Q)``: the exponential race and the
@@ -92,6 +96,11 @@ FIRST_ROUND_TOP = 16.0  # scaled nats: the last pivot of a search's first round
 NEAR_NATS = 8.0  # searches by count or mass: top-k, top-p, transformers' Top-H (its top 100 first)
 NEAR_NATS_SHORT = 4.0  # the paper's Top-H, and threshold rules (min-p 0.1 keeps 2.3 nats)
 NOTHING = -1.0  # run_row's ``cached`` when ws[4] holds no scan with pivots
+# Relative error bound of a rough scan's G and Q (row_scan_rough): float32 sums of 256 terms (255 roundings
+# of 2^-24), plus per token the exponential's own error and that of x rounded to float32 (three roundings;
+# the latter grows with x, added apart as ROUGH_EPS_X·x_max).
+ROUGH_EPS = 255.0 * 2.0 ** -24 + 3e-7
+ROUGH_EPS_X = 2e-7
 MIN_WIDTH = 0.25  # scaled nats: the smallest first step of a later round's geometric pivots
 MAX_SCALE = 1e300  # 1/T for a vanishing T: gaps stay finite, everything below the maximum gets zero mass
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal float64: a subnormal T acts as 0 (greedy)
@@ -187,7 +196,9 @@ def scan_sums(z, m, s, dt, ilo, ihi, ws):
 
 def walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk):
     """Index of the rule's target among ``n`` sorted candidates that follow ``bc`` tokens of sums
-    ``bg``, ``bq``: the last kept one (L-kinds) or the first removed one (R-kinds); -1 if absent."""
+    ``bg``, ``bq``: the last kept one (L-kinds) or the first removed one (R-kinds); -1 if absent. Also
+    the entropies of the prefixes before and through a removed target (NaN when there is none, or no
+    token before it)."""
     inclusive = is_inclusive(kind)
     g = bg
     q = bq
@@ -198,11 +209,12 @@ def walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk):
         g_incl = g + e
         q_incl = q + x * e
         if not admitted(kind, bc + j, g, g_incl, q_incl, x, a, b, c, mk):
-            return last if inclusive else j
+            before = entropy_of(g, q) if g > 0.0 else math.nan
+            return (last if inclusive else j), before, entropy_of(g_incl, q_incl)
         last = j
         g = g_incl
         q = q_incl
-    return last if inclusive else -1
+    return (last if inclusive else -1), math.nan, math.nan
 
 
 def tie_walk(count, x, kind, bc, bg, bq, a, b, c, mk):
@@ -225,7 +237,9 @@ def tie_walk(count, x, kind, bc, bg, bq, a, b, c, mk):
 
 
 def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
-    """The target token of a prefix rule over the kept set: ``(found, gap, id, inclusive)``.
+    """The target token of a prefix rule over the kept set: ``(found, gap, id, inclusive, position,
+    before, through)``, the last three from the final walk (see walk; NaN after a tie's bisection): the
+    target's 0-based position and the entropies of the prefixes before and through it.
 
     Narrows a bracket ``(lo, hi]`` of gaps with rounds of pivot sums until it holds few enough tokens
     to sort (or only tokens of one gap), then walks them. ``cached``: the near top of the first round's
@@ -252,7 +266,7 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
         src = acc
     nb = src[A_N]
     if nb == 0.0 or not target_below(kind, nb, src[A_G], src[A_Q], a, b, c, mk):
-        return False, 0.0, 0, False
+        return False, 0.0, 0, False, math.nan, math.nan, math.nan
     tie = src[A_DMIN] == src[A_DMAX]
     for _ in range(MAX_ROUNDS):
         if nb <= limit or tie:
@@ -288,13 +302,13 @@ def locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
         tie = src[A_DMIN] == src[A_DMAX]
     if not tie or nb <= limit:
         n = row_gather(z, m, dt, ilo, ihi, lo, hi, ws)
-        j = walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk)
+        j, before, through = walk(cand_d, n, s, kind, bc, bg, bq, a, b, c, mk)
         if j < 0:  # rounding put the target past the bracket: keep the bracket
-            return True, cand_d[n - 1], cand_i[n - 1], True
-        return True, cand_d[j], cand_i[j], is_inclusive(kind)
+            return True, cand_d[n - 1], cand_i[n - 1], True, bc + n - 1.0, math.nan, math.nan
+        return True, cand_d[j], cand_i[j], is_inclusive(kind), bc + j, before, through
     dmin = src[A_DMIN]
     position, inclusive = tie_walk(nb, s * dmin, kind, bc, bg, bq, a, b, c, mk)
-    return True, dmin, row_nth_tied(z, m, dt, ilo, ihi, dmin, position, ws), inclusive
+    return True, dmin, row_nth_tied(z, m, dt, ilo, ihi, dmin, position, ws), inclusive, bc + position, math.nan, math.nan
 
 
 def as_float32(value):
@@ -323,7 +337,7 @@ def keep_at_most(z, m, s, dt, ilo, ihi, tau, mk, ties, ws):
     acc = ws[0]
     row_scan(z, m, s, dt, ilo, ihi, -1.0, tau / s, 0, ws, True)
     if acc[A_N] < mk:
-        found, d_target, i_target, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, mk, 0.0, 0.0, mk, NOTHING, ws)
+        found, d_target, i_target, _, _, _, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, mk, 0.0, 0.0, mk, NOTHING, ws)
         if not found:  # fewer than mk tokens: all stay
             return dt, ilo, ihi, False
         if ties:
@@ -333,9 +347,48 @@ def keep_at_most(z, m, s, dt, ilo, ihi, tau, mk, ties, ws):
     return cut_gap(dt, ilo, ihi, acc[A_DMAX])
 
 
+def top_h_rough(z, m, z_min, s, alpha, mk, ws):
+    """The paper's Top-H (``alpha < 1``) on a row whose every finite token is still kept, searched from a
+    rough scan and certified: ``(certain, dt, ilo, ihi)``. The search's bound ``α·H`` comes from sums
+    within ROUGH_EPS; its target is then certain when the exact entropy of the prefix through it exceeds
+    the bound by more than that error, and that of the prefix before it (unless min_tokens_to_keep alone
+    keeps it) falls short by as much: prefix entropies rise with the prefix, so no other token can be the
+    target. The search's own walk gives both exactly when the sums below its last bracket are exact:
+    those of the near tier's pivots (float64 over its few tokens) and of every later round, so when the
+    target lies at or below the first pivot above the tier. Otherwise (or when tokens could have zero
+    mass) ``certain`` is false and the exact search runs."""
+    acc = ws[0]
+    piv = ws[1]
+    cache = ws[4]
+    npiv = piv.shape[0]
+    first_pivots(piv, s, NEAR_NATS_SHORT)
+    near = row_scan_rough(z, m, z_min, s, npiv, ws)
+    exact_below = INF  # the first pivot above the tier: a bracket starting below it starts on exact sums
+    for j in range(npiv - 1, -1, -1):
+        if piv[j] > near:
+            exact_below = piv[j]
+    for k in range(acc_size(npiv)):
+        cache[k] = acc[k]
+    g = cache[A_G]
+    q = cache[A_Q]
+    if cache[A_N] == 0.0 or s * cache[A_DMAX] + math.log(g) >= ZERO_LOG_F64 - 1.0:
+        return False, INF, 1, 0
+    error = (ROUGH_EPS + ROUGH_EPS_X * min(s * cache[A_DMAX], 87.0)) * (1.0 + 2.0 * q / g)
+    a = alpha * entropy_of(g, q)
+    margin = 2.0 * alpha * error
+    found, d_target, i_target, inclusive, position, before, through = locate(
+        z, m, s, INF, 1, 0, K_TOP_H, a, 0.0, 0.0, mk, NEAR_NATS_SHORT, ws)
+    certain = found and (not inclusive) and d_target <= exact_below and position >= mk and through > a + margin
+    certain = certain and (position - 1.0 < mk or before <= a - margin)
+    if not certain:
+        return False, INF, 1, 0
+    dt, ilo, ihi = cut_prefix(INF, 1, 0, d_target, i_target, False)
+    return True, dt, ilo, ihi
+
+
 def keep_prefix(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
     """Apply a prefix rule: ``(dt, ilo, ihi, changed)``."""
-    found, d_target, i_target, inclusive = locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws)
+    found, d_target, i_target, inclusive, _, _, _ = locate(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws)
     if not found:
         return dt, ilo, ihi, False
     d_new, ilo_new, ihi_new = cut_prefix(dt, ilo, ihi, d_target, i_target, inclusive)
@@ -431,13 +484,20 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 dt, ilo, ihi, changed = keep_at_most(z, m, s, dt, ilo, ihi, -math.log(p[0]), mk, True, ws)
         elif op == TOP_K:
             if p[0] > 0.0:
-                found, d_target, _, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, max(p[0], mk), 0.0, 0.0, mk, cached, ws)
+                found, d_target, _, _, _, _, _ = locate(z, m, s, dt, ilo, ihi, K_COUNT, max(p[0], mk), 0.0, 0.0, mk, cached,
+                                                        ws)
                 if found:
                     dt, ilo, ihi, changed = cut_gap(dt, ilo, ihi, d_target)
         else:
             if op == TOP_H_HF:
                 dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_COUNT, HF_CANDIDATES, 0.0, 0.0, mk, cached, ws)
                 cached = NOTHING if changed else cached
+            if ROUGH_SCANS and op == TOP_H and p[0] < 1.0 and cached == NOTHING and dt == INF and ilo > ihi:
+                certain, dt_rough, ilo_rough, ihi_rough = top_h_rough(z, m, z_min, s, p[0], mk, ws)
+                if certain:
+                    dt, ilo, ihi = dt_rough, ilo_rough, ihi_rough
+                    summed = False
+                    continue
             if cached == NOTHING:
                 cached = scan_near(op)
                 scan_all(z, m, s, dt, ilo, ihi, cached, ws)

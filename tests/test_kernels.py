@@ -373,6 +373,47 @@ def test_large_rows_equal_the_reference(name):
     assert torch.allclose(drawn.telemetry.logprob_before.double(), measured.logprob_before, rtol=1e-6, atol=1e-6)
 
 
+def _prefix_entropies(z: np.ndarray) -> tuple[np.ndarray, float]:
+    """Entropies of the renormalised prefixes of softmax(z) in descending order, and of the whole."""
+    p = np.exp(z - z.max())
+    p = np.sort(p / p.sum())[::-1]
+    gamma = np.cumsum(p)
+    plogp = np.cumsum(p * np.log(p))
+    return np.log(gamma) - plogp / gamma, float(-(p * np.log(p)).sum())
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat"])
+def test_top_h_from_a_rough_scan_is_exact_at_its_bound(shape):
+    """The paper's Top-H on a row nothing has cut searches from float32 sums (H within ~1e-5) and then
+    certifies its target on exact prefix entropies, searching again in float64 when they lie within that
+    error of the bound. Bounds placed 3e-9 to 1e-7 (relative) on either side of a prefix's entropy, where
+    the float32 sums alone (measured: off by 1e-9 to 7e-8) would sometimes decide wrongly, but far beyond
+    float64's rounding, must give the float64 answer: the kept set of a plain float64 walk."""
+    g = torch.Generator().manual_seed(11)
+    if shape == "peaked":  # a language model's row: a few strong candidates over a wide bulk
+        rows = torch.randn(3, 20000, generator=g) * 2.5
+        rows[:, :20] += torch.rand(3, 20, generator=g) * 12
+    else:  # so flat that the near tier is lowered: targets lie past it
+        rows = torch.randn(3, 20000, generator=g)
+    t = 1.5
+    checked = 0
+    for row in rows:
+        z = row.double().numpy() / t
+        entropies, whole = _prefix_entropies(z)
+        for k in (2, 5, 20, 100, 1000, 4000, 19000, 19900):
+            for delta in (-1e-7, -1e-8, -3e-9, 3e-9, 1e-8, 1e-7):
+                alpha = entropies[k - 1] / whole * (1 + delta)
+                expected, near = paper_algorithm_1(z, alpha)
+                assert not near
+                chain = SamplerChain([Temperature(t), TopH(alpha)])
+                kept = torch.isfinite(chain(None, row[None]))[0]
+                assert set(torch.nonzero(kept).flatten().tolist()) == expected, (k, delta)
+                drawn = chain.sample(None, row[None], seeds=0)
+                assert int(drawn.telemetry.kept[0]) == len(expected)
+                checked += 1
+    assert checked == 3 * 8 * 6
+
+
 @pytest.mark.parametrize("hidden", [False, True], ids=["flat", "flat-where-the-probe-looks-not"])
 def test_near_tier_top_is_lowered_on_a_flat_row(hidden):
     """A row so flat that a near tier out to 8 nats would hold most of it. The recording scan starts the
