@@ -272,6 +272,26 @@ def near_crowded(z, m, top):
     return sampled * PROBE_STRIDE > NEAR_CAP
 
 
+def tier_start(z, m, piv, tiered, near):
+    """The near tier's pivot count and top for a recording scan: on a flat row (near_crowded) it starts
+    where it would end once it outgrew NEAR_CAP."""
+    while (tiered >= 2) and near_crowded(z, m, near):
+        tiered -= 1
+        near = piv[tiered - 1]
+    return tiered, near
+
+
+def tier_lower(s, piv, tiered, hist, ws):
+    """A near tier that outgrew NEAR_CAP mid-scan (a flat row: so long a tier costs more, in mispredicted
+    appends and copies, than it saves) ends at the pivot below from now on: the pivot it ended at takes
+    its sums so far from it, and the chunks after this one sum that pivot themselves."""
+    near_pivots(s, piv, tiered - 1, tiered, hist, ws)
+    tiered -= 1
+    near = piv[tiered - 1]
+    near_shrink(near, ws)
+    return tiered, near
+
+
 def near_shrink(top, ws):
     """Drop near-tier entries with ``d > top``."""
     meta = ws[LIST_META]
@@ -528,9 +548,7 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
     near = piv[npiv - 2] if record and (not compact) and npiv >= 2 else -math.inf
     near = near if near < top else -math.inf
     tiered = npiv - 1 if near >= 0.0 else 0  # pivots 0...tiered-1 lie at or below it: summed from the tier
-    while (tiered >= 2) and near_crowded(z, m, near):  # a flat row: start the tier where it will end
-        tiered -= 1
-        near = piv[tiered - 1]
+    tiered, near = tier_start(z, m, piv, tiered, near)
     listed = 0
     # a bounded pass over the row skips the chunks that hold no token below its top (a positional record
     # must write every chunk)
@@ -579,13 +597,7 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
             else:
                 chunk_counts(gaps, count, piv[:npiv], tiered, hist)
         if (tiered >= 2) & (meta[META_NEAR_COUNT] > NEAR_CAP):
-            # a flat row: a near tier this long costs more (mispredicted appends, copies) than it saves,
-            # so it ends at the pivot below from now on; the pivot it ended at takes its sums so far from
-            # it, and the chunks after this one sum that pivot themselves
-            near_pivots(s, piv, tiered - 1, tiered, hist, ws)
-            tiered -= 1
-            near = piv[tiered - 1]
-            near_shrink(near, ws)
+            tiered, near = tier_lower(s, piv, tiered, hist, ws)
     if near >= 0.0:
         near_pivots(s, piv, 0, tiered, hist, ws)
     if record:
@@ -734,17 +746,23 @@ def chunk_whole_row(z, mz, sz, start, count, es):
     q = np.float32(0.0)
     for j in range(count):
         dz = mz - z[start + j]
-        inside = (dz >= 0.0) & (dz < math.inf)
-        xf = np.float32(sz * dz)
-        near = inside & (xf <= EXP_LIMIT_F32)
-        xc = xf if near else EXP_LIMIT_F32
-        e = exp_neg_f32(xc)
-        e = e if near else np.float32(0.0)
+        inside, near, xc, e = rough_token(dz, sz)
         es[j] = e if near else (np.float32(math.inf) if inside else np.float32(-1.0))
         n += np.float32(1.0) if inside else np.float32(0.0)
         g += e
         q += xc * e
     return np.float64(n), np.float64(g), np.float64(q)
+
+
+def rough_token(dz, sz):
+    """A token of gap ``dz`` (row dtype) at scale ``sz``: whether it is finite, whether its float32 ``e^-x``
+    is above zero, its ``x`` (clamped at EXP_LIMIT_F32) and ``e^-x`` (0 beyond it)."""
+    inside = (dz >= 0.0) & (dz < math.inf)
+    xf = np.float32(sz * dz)
+    near = inside & (xf <= EXP_LIMIT_F32)
+    xc = xf if near else EXP_LIMIT_F32
+    e = exp_neg_f32(xc)
+    return inside, near, xc, e if near else np.float32(0.0)
 
 
 def in_row_dtype(z, m, s):
@@ -765,12 +783,7 @@ def chunk_rough(z, mz, sz, start, count, gaps, es, qs):
     q = np.float32(0.0)
     for j in range(count):
         dz = mz - z[start + j]
-        inside = (dz >= 0.0) & (dz < math.inf)
-        xf = np.float32(sz * dz)
-        near = inside & (xf <= EXP_LIMIT_F32)
-        xc = xf if near else EXP_LIMIT_F32
-        e = exp_neg_f32(xc)
-        e = e if near else np.float32(0.0)
+        inside, near, xc, e = rough_token(dz, sz)
         gaps[j] = dz if inside else np.float32(math.inf)
         es[j] = e
         qs[j] = xc * e
@@ -786,20 +799,12 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
     exact, the one above it within the same bound), and the token list by position without ``e^-x``
     (scale NO_SCALE) with its near tier. Returns the near tier's top. Exact: the count and the extreme
     gaps, and the tier, whose tokens are tested on their float64 gaps."""
-    acc = ws[0]
     piv = ws[1]
     hist = ws[HIST]
-    gaps = ws[GAPS32]
-    es = ws[ES32]
-    qs = ws[QS32]
+    hist[:] = 0.0
     meta = ws[LIST_META]
-    for k in range(3 * PIVOTS):
-        hist[k] = 0.0
-    near = piv[npiv - 2]
-    tiered = npiv - 1
-    while (tiered >= 2) and near_crowded(z, m, near):
-        tiered -= 1
-        near = piv[tiered - 1]
+    stages = (ws[GAPS32], ws[ES32], ws[QS32])
+    tiered, near = tier_start(z, m, piv, npiv - 1, piv[npiv - 2])
     meta[META_NEAR_COUNT] = 0.0
     mz, sz = in_row_dtype(z, m, s)
     n = 0.0
@@ -807,18 +812,15 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
     q = 0.0
     for start in range(0, z.shape[0], CHUNK):
         count = min(CHUNK, z.shape[0] - start)
-        cn, cg, cq = chunk_rough(z, mz, sz, start, count, gaps, es, qs)
+        cn, cg, cq = chunk_rough(z, mz, sz, start, count, *stages)
         n += cn
         g += cg
         q += cq
         near_append_rough(z, m, start, count, near, ws)
-        chunk_pivots(gaps, es, qs, count, piv[:npiv], tiered, hist)
-        if (tiered >= 2) & (meta[META_NEAR_COUNT] > NEAR_CAP):  # as in row_scan
+        chunk_pivots(*stages, count, piv[:npiv], tiered, hist)
+        if (tiered >= 2) & (meta[META_NEAR_COUNT] > NEAR_CAP):
             near_fill(s, ws)
-            near_pivots(s, piv, tiered - 1, tiered, hist, ws)
-            tiered -= 1
-            near = piv[tiered - 1]
-            near_shrink(near, ws)
+            tiered, near = tier_lower(s, piv, tiered, hist, ws)
     near_fill(s, ws)
     near_pivots(s, piv, 0, tiered, hist, ws)
     meta[META_VALID] = 1.0
@@ -827,6 +829,7 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
     meta[META_NEAR_TOP] = near
     meta[META_POSITIONAL] = 1.0
     meta[META_SCALE] = NO_SCALE
+    acc = ws[0]
     for k in range(3 * npiv):
         acc[A_PIV + k] = hist[k]
     acc[A_N] = n
@@ -936,7 +939,7 @@ _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "chunk_gaps": {"reassoc", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_rough": {"reassoc", "contract", "nsz", "nnan"},
-             "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"}, "rough_token": {"contract", "nsz", "nnan"},
              "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},
              "exp_neg": {"contract"}, "exp_neg_f32": {"contract"}}
