@@ -535,7 +535,8 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
     for k in range(3 * PIVOTS):
         hist[k] = 0.0
     top = min(hi, dt)
-    from_list = list_worth_reading(ws, dt, hi, s if sums else NO_SCALE)
+    # a count reads any list that covers the range: it needs no e^-x, and later rounds read it compacted
+    from_list = list_worth_reading(ws, dt, hi, s) if sums else list_covers(ws, dt, hi)
     total = z.shape[0]
     if from_list:
         list_d, list_i, list_e, total = list_ready(z, m, top, s if sums else NO_SCALE, ws)
