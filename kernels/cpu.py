@@ -57,7 +57,7 @@ GAPS, ES, QS = 7, 8, 9                      # one chunk's stages
 HIST = 10                                   # per-pivot sums
 LIST_D, LIST_I, LIST_E, LIST_META = 11, 12, 13, 14
 NEAR_D, NEAR_I, NEAR_E = 15, 16, 17
-GAPS32, ES32, QS32 = 18, 19, 20             # a float32 pass's chunk stages (scan_rough, the whole-row draw)
+GAPS32, ES32, QS32 = 18, 19, 20             # a float32 pass's chunk stages (row_scan_rough, the whole-row draw)
 # The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
 # of the row and skip the exponentials: the whole chain computes them about once. The recording scan
