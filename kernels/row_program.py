@@ -101,6 +101,7 @@ NOTHING = -1.0  # run_row's ``cached`` when ws[4] holds no scan with pivots
 # the latter grows with x, added apart as ROUGH_EPS_X·x_max).
 ROUGH_EPS = 255.0 * 2.0 ** -24 + 3e-7
 ROUGH_EPS_X = 2e-7
+ROUGH_X_LIMIT = 87.0  # a rough scan's largest x: beyond it float32's e^-x is 0 and the token adds nothing
 MIN_WIDTH = 0.25  # scaled nats: the smallest first step of a later round's geometric pivots
 MAX_SCALE = 1e300  # 1/T for a vanishing T: gaps stay finite, everything below the maximum gets zero mass
 MIN_TEMPERATURE = 2.2250738585072014e-308  # the smallest normal float64: a subnormal T acts as 0 (greedy)
@@ -175,22 +176,24 @@ def even_pivots(piv, lo, hi):
 def scan_all(z, m, s, dt, ilo, ihi, near, ws):
     """Sums over the whole kept set, with a search's first round of pivots up to ``near`` (see
     first_pivots), copied to ``ws[4]``."""
-    acc = ws[0]
     piv = ws[1]
-    cache = ws[4]
     first_pivots(piv, s, near)
     row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, piv.shape[0], ws, True)
-    for k in range(acc_size(piv.shape[0])):
-        cache[k] = acc[k]
+    keep_scan(acc_size(piv.shape[0]), ws)
 
 
 def scan_sums(z, m, s, dt, ilo, ihi, ws):
     """Count and sums of the whole kept set into ``ws[4]``, without pivots (nothing searches this set:
     the entropy-adaptive temperatures change the scale right after)."""
+    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, 0, ws, True)
+    keep_scan(A_PIV, ws)
+
+
+def keep_scan(size, ws):
+    """Copy the first ``size`` results of the last scan (``ws[0]``) to ``ws[4]``, where later ops find them."""
     acc = ws[0]
     cache = ws[4]
-    row_scan(z, m, s, dt, ilo, ihi, -1.0, INF, 0, ws, True)
-    for k in range(A_PIV):
+    for k in range(size):
         cache[k] = acc[k]
 
 
@@ -357,7 +360,6 @@ def top_h_rough(z, m, z_min, s, alpha, mk, ws):
     those of the near tier's pivots (float64 over its few tokens) and of every later round, so when the
     target lies at or below the first pivot above the tier. Otherwise (or when tokens could have zero
     mass) ``certain`` is false and the exact search runs."""
-    acc = ws[0]
     piv = ws[1]
     cache = ws[4]
     npiv = piv.shape[0]
@@ -367,13 +369,12 @@ def top_h_rough(z, m, z_min, s, alpha, mk, ws):
     for j in range(npiv - 1, -1, -1):
         if piv[j] > near:
             exact_below = piv[j]
-    for k in range(acc_size(npiv)):
-        cache[k] = acc[k]
+    keep_scan(acc_size(npiv), ws)
     g = cache[A_G]
     q = cache[A_Q]
     if cache[A_N] == 0.0 or s * cache[A_DMAX] + math.log(g) >= ZERO_LOG_F64 - 1.0:
         return False, INF, 1, 0
-    error = (ROUGH_EPS + ROUGH_EPS_X * min(s * cache[A_DMAX], 87.0)) * (1.0 + 2.0 * q / g)
+    error = (ROUGH_EPS + ROUGH_EPS_X * min(s * cache[A_DMAX], ROUGH_X_LIMIT)) * (1.0 + 2.0 * q / g)
     a = alpha * entropy_of(g, q)
     margin = 2.0 * alpha * error
     found, d_target, i_target, inclusive, position, before, through = locate(
