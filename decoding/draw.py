@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..kernels.rng import GOLDEN, MUL1, MUL2, SALT, SHIFTS
+from ..kernels.rng import GOLDEN, LOW_BITS, MIX32_MULS, MIX32_SHIFTS, MUL1, MUL2, SALT, SHIFTS, WEYL_HIGH, WEYL_LOW
 
 Seeds = int | Sequence[int] | torch.Tensor
 
@@ -38,6 +38,17 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
     x = (x ^ _shift_right(x, first)) * _MUL1  # int64 products wrap like uint64 ones
     x = (x ^ _shift_right(x, second)) * _MUL2
     return x ^ _shift_right(x, third)
+
+
+_WORD = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 on 32-bit words held in int64 (non-negative, so ``>>`` is logical)."""
+    first, second, third = MIX32_SHIFTS
+    x = ((x ^ (x >> first)) * MIX32_MULS[0]) & _WORD  # the low 32 bits of a wrapped product are exact
+    x = ((x ^ (x >> second)) * MIX32_MULS[1]) & _WORD
+    return x ^ (x >> third)
 
 
 def as_seed_tensor(seeds: Seeds, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -80,8 +91,10 @@ def step_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
 
 def token_uniforms(keys: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Uniform numbers in (0, 1] (float64) for ``tokens`` under matching ``keys``."""
-    bits = _mix(keys + (tokens + 1) * _GOLDEN)
-    return (_shift_right(bits, 11).double() + 1.0) * 2.0**-53
+    counters = tokens + 1
+    high = _mix32(((keys & _WORD) + counters * WEYL_HIGH) & _WORD)
+    low = _mix32((_shift_right(keys, 32) + counters * WEYL_LOW) & _WORD) >> (32 - LOW_BITS)
+    return ((high << LOW_BITS) + low + 1).double() * 2.0**-53
 
 
 def race_draw(logits: torch.Tensor, seeds: Seeds, steps: int | torch.Tensor = 0) -> torch.Tensor:

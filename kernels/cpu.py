@@ -13,12 +13,13 @@ import sys
 import numba
 import numpy as np
 from numba import prange, types
+from llvmlite import ir
 from numba.core.extending import intrinsic
 
 from . import program, rng, row_program, rules
 from .cache import kernel_cache_dir, numba_cache_in
 from .compile import instantiate
-from .rng import race_score, step_key, token_uniform
+from .rng import MIX32_MULS, MIX32_SHIFTS, WEYL_HIGH, race_score, step_key, token_uniform
 from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, acc_size, run_row
 
 PIVOTS = 4  # pivots per search round (even: chunk_pivots takes them in pairs)
@@ -81,6 +82,26 @@ def float_bits(typingctx, x):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], context.get_value_type(types.int64))
     return types.int64(types.float64), codegen
+
+
+@intrinsic
+def high_half(typingctx, key, token):
+    """``rng.token_high(key, token) >> 1`` on 32-bit words (Numba's integer typing would widen the
+    multiplies to 64 bits, which AVX2 has no vector instruction for), as an int32 (converts to float64
+    in a vector)."""
+    def codegen(context, builder, signature, args):
+        word = ir.IntType(32)
+
+        def constant(value):  # as a signed 32-bit value, which is how LLVM's i32 constants are written
+            return ir.Constant(word, value - (1 << 32) if value >= 1 << 31 else value)
+
+        counter = builder.add(builder.trunc(args[1], word), constant(1))
+        x = builder.add(builder.trunc(args[0], word), builder.mul(counter, constant(WEYL_HIGH)))
+        for shift, factor in zip(MIX32_SHIFTS, MIX32_MULS):
+            x = builder.mul(builder.xor(x, builder.lshr(x, constant(shift))), constant(factor))
+        x = builder.xor(x, builder.lshr(x, constant(MIX32_SHIFTS[2])))
+        return builder.lshr(x, constant(1))
+    return types.int32(types.uint64, types.int64), codegen
 
 
 @intrinsic
@@ -523,6 +544,9 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
     exponential, and a list recorded without ``e^-x`` (its scale NaN: readers that need them compute
     them, for the few tokens they keep)."""
     acc = ws[0]
+    if sums and (npiv == 0) and (lo < 0.0) and (hi == math.inf) and (dt == math.inf) and (ilo > ihi):
+        whole_row_sums(z, m, s, acc)
+        return
     piv = ws[1]
     hist = ws[HIST]
     gaps = ws[GAPS]
@@ -619,6 +643,41 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
     acc[A_DMAX] = dmax
 
 
+def whole_row_sums(z, m, s, acc):
+    """row_scan's count, G and Q of every finite token, the rest of its results NaN: what a whole-row
+    scan without pivots is asked for (an entropy that sets a temperature). No stage is stored and no
+    other sum taken: 2.1 against 2.9 ns per token."""
+    n = 0.0
+    g = 0.0
+    q = 0.0
+    for start in range(0, z.shape[0], CHUNK):
+        cn, cg, cq = chunk_sums(z, start, min(CHUNK, z.shape[0] - start), m, s)
+        n += cn
+        g += cg
+        q += cq
+    for k in range(A_PIV):
+        acc[k] = math.nan
+    acc[A_N] = n
+    acc[A_G] = g
+    acc[A_Q] = q
+
+
+def chunk_sums(z, start, count, m, s):
+    """Count, G and Q (float64) of the finite tokens among row tokens ``start...``."""
+    n = 0.0
+    g = 0.0
+    q = 0.0
+    for j in range(count):
+        d = m - np.float64(z[start + j])
+        inside = abs(d) < math.inf  # finite (d >= 0 follows): as two tests it cost 0.7 ns per token
+        x = s * d if inside else math.inf
+        e = exp_neg(x)
+        n += np.float64(inside)
+        g += e
+        q += min(x, EXP_LIMIT) * e
+    return n, g, q
+
+
 def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     cand_d = ws[2]
     cand_i = ws[3]
@@ -702,7 +761,7 @@ def draw_over(z, m, s, dt, ilo, ihi, key, want, list_d, list_i, list_e, total, f
         n += cn
         g += cg
         q += cq
-        if want:
+        if want and race_screen(key, list_i, start, count, from_list, es, weight):
             for j in range(count):
                 x = s * gaps[j]
                 if x < math.inf:
@@ -729,7 +788,7 @@ def draw_whole_row(z, m, s, key, want, ws):
         n += cn
         g += cg
         q += cq
-        if want:
+        if want and race_screen(key, ws[LIST_I], start, count, False, es, weight):
             for j in range(count):
                 if es[j] >= 0.0:
                     i = start + j
@@ -758,7 +817,7 @@ def chunk_whole_row(z, mz, sz, start, count, es):
 def rough_token(dz, sz):
     """A token of gap ``dz`` (row dtype) at scale ``sz``: whether it is finite, whether its float32 ``e^-x``
     is above zero, its ``x`` (clamped at EXP_LIMIT_F32) and ``e^-x`` (0 beyond it)."""
-    inside = (dz >= 0.0) & (dz < math.inf)
+    inside = abs(dz) < math.inf  # finite (dz >= 0 follows); one test vectorises better than two
     xf = np.float32(sz * dz)
     near = inside & (xf <= EXP_LIMIT_F32)
     xc = xf if near else EXP_LIMIT_F32
@@ -868,6 +927,20 @@ def near_fill(s, ws):
         near_e[j] = exp_neg(s * near_d[j])
 
 
+def race_screen(key, ids, start, count, from_list, es, weight):
+    """Whether any token of a chunk (ids ``ids[start...]`` or ``start...``, ``es`` their ``e^-x``) might win
+    the race against a leader of weight ``weight`` (race_try): one vectorised pass over the high words of
+    their uniforms, since a token wins only if ``u > 1 − e^-x · weight`` and ``u <= ((high >> 1) + 1) ·
+    2⁻³¹``. A token of zero mass before any leader (0 · inf) is not a candidate, as in race_try."""
+    cut = weight * RACE_MARGIN
+    hits = 0
+    for j in range(count):
+        token = np.int32(ids[start + j]) if from_list else start + j
+        ceiling = (np.float64(high_half(key, token)) + 1.0) * 2.0 ** -31
+        hits += 1 if ceiling > 1.0 - np.float64(es[j]) * cut - 1e-15 else 0
+    return hits > 0
+
+
 def race_try(key, i, x, e, best, weight, token):
     """Token ``i`` (scaled gap ``x``, ``e ≈ e^-x``) in the exponential race so far (``best`` score,
     ``weight = e^-best``, ``token``): the new ``(best, weight, token)``. E = -ln u < a = e^-x · weight
@@ -941,7 +1014,7 @@ _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_rough": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"}, "rough_token": {"contract", "nsz", "nnan"},
-             "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"}, "chunk_sums": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},
              "exp_neg": {"contract"}, "exp_neg_f32": {"contract"}}
 

@@ -18,8 +18,9 @@ full scan):
 - ``row_max(z, ws) -> (z_max, n_finite, z_min)``
 - ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums)``: over kept tokens with ``lo < d <= hi``,
   the sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``
-  (a whole-row scan with ``npiv = 0`` is asked for its sums alone). With ``sums`` false only the counts
-  and extreme gaps are asked for (a backend may compute the rest anyway).
+  (a scan of the whole kept set with ``npiv = 0`` is asked for its count, G and Q alone: the rest may be
+  NaN). With ``sums`` false only the counts and extreme gaps are asked for (a backend may compute the
+  rest anyway).
 - ``row_raw_sums(z, m, ws) -> (G, Q)``: the whole row's sums at ``s = 1``, for the telemetry alone
   (may be less precise than a scan: float32 exponentials on the CPU).
 - ``row_scan_rough(z, m, z_min, s, npiv, ws) -> near top``: a row_scan of a row whose every finite token
