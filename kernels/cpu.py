@@ -13,6 +13,7 @@ import sys
 import numba
 import numpy as np
 from numba import prange, types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from llvmlite import ir
 from numba.core.extending import intrinsic
 
@@ -20,7 +21,7 @@ from . import program, rng, row_program, rules
 from .cache import kernel_cache_dir, numba_cache_in
 from .compile import instantiate
 from .rng import MIX32_MULS, MIX32_SHIFTS, WEYL_HIGH, race_score, step_key, token_uniform
-from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, acc_size, run_row
+from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, ROUGH_X_LIMIT, acc_size, run_row
 
 PIVOTS = 4  # pivots per search round (even: chunk_pivots takes them in pairs)
 PAD = 16  # float64s: two cache lines between threads' work arrays
@@ -51,6 +52,12 @@ EXP_LIMIT_F32 = np.float32(87.0)  # e^-87 ≈ 1.6e-38, float32's smallest normal
 ROUGH_SCANS = True  # row_program.top_h_rough: a float32 first scan costs about half a float64 one here
 NO_SCALE = math.nan  # the scale of a list without e^-x (a count scan's), or asked for by a pass that reads none
 RACE_MARGIN = 1.0001  # race_try's screen, widened by more than a float32 e^-x can be off
+# row_bins_rough's histogram: bins of 1/32 scaled nat out to 32 nats, the last one also holding what lies
+# beyond (e^-32 ≈ 1e-14 a token) and infinite logits. On SmolLM2's rows at T = 1.5 the bin holding top-p
+# 0.9's target has tens to a few hundred tokens, few enough to sort.
+BINS = 1024
+BIN_SCALE = np.float32(32.0)
+LAST_BIN = np.float32(BINS - 1)
 
 # Work arrays of one thread (``ws``): 0-4 as row_program describes; then
 TMP_D, TMP_I = 5, 6                         # gather scratch
@@ -59,6 +66,7 @@ HIST = 10                                   # per-pivot sums
 LIST_D, LIST_I, LIST_E, LIST_META = 11, 12, 13, 14
 NEAR_D, NEAR_I, NEAR_E = 15, 16, 17
 GAPS32, ES32, QS32 = 18, 19, 20             # a float32 pass's chunk stages (row_scan_rough, the whole-row draw)
+BIN_SUMS = 21                               # row_bins_rough's histogram
 # The token list: after the row's first full scan, every kept token's gap, id and e^-x (for the scale
 # it was recorded at), compacted whenever a scan's range shrinks. Passes that it covers read it instead
 # of the row and skip the exponentials: the whole chain computes them about once. The recording scan
@@ -102,6 +110,31 @@ def high_half(typingctx, key, token):
         x = builder.xor(x, builder.lshr(x, constant(MIX32_SHIFTS[2])))
         return builder.lshr(x, constant(1))
     return types.int32(types.uint64, types.int64), codegen
+
+
+@intrinsic
+def block_within(typingctx, z, start, lo, top):
+    """A word whose bit ``j`` is set when ``lo <= z[start + j] <= top``, for the 64 tokens from ``start`` of
+    a contiguous row: 64-lane compares that LLVM packs into the word (movmsk on x86), where a loop
+    shifting each test into place cost 0.6 ns a token. A strided row is a typing error, never a wrong read."""
+    if not (isinstance(z, types.Array) and z.ndim == 1 and z.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        row = context.make_array(signature.args[0])(context, builder, args[0])
+        lanes = ir.VectorType(context.get_value_type(signature.args[0].dtype), 64)
+        at = builder.bitcast(builder.gep(row.data, [args[1]]), lanes.as_pointer())
+        values = builder.load(at, align=signature.args[0].dtype.bitwidth // 8)
+        everywhere = ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64)
+
+        def splat(value):
+            first = builder.insert_element(ir.Constant(lanes, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(first, ir.Constant(lanes, ir.Undefined), everywhere)
+
+        inside = builder.and_(builder.fcmp_ordered(">=", values, splat(args[2])),
+                              builder.fcmp_ordered("<=", values, splat(args[3])))
+        return builder.bitcast(inside, ir.IntType(64))
+    return types.uint64(z, types.intp, z.dtype, z.dtype), codegen
 
 
 @intrinsic
@@ -469,14 +502,19 @@ def chunk_raw_sums(z, mz, start, count):
     g = np.float32(0.0)
     q = np.float32(0.0)
     for j in range(count):
-        x = mz - z[start + j]
-        inside = (x >= np.float32(0.0)) & (x <= EXP_LIMIT_F32)
-        xf = np.float32(x) if inside else EXP_LIMIT_F32
-        e = exp_neg_f32(xf)
-        e = e if inside else np.float32(0.0)
+        xf, e = raw_token(mz - z[start + j])
         g += e
         q += xf * e
     return np.float64(g), np.float64(q)
+
+
+def raw_token(x):
+    """A token of gap ``x`` (row dtype) at ``s = 1`` for the raw sums: its float32 ``x`` (clamped) and
+    ``e^-x`` (0 for +inf, beyond EXP_LIMIT_F32 and -inf)."""
+    inside = (x >= np.float32(0.0)) & (x <= EXP_LIMIT_F32)
+    xf = np.float32(x) if inside else EXP_LIMIT_F32
+    e = exp_neg_f32(xf)
+    return xf, e if inside else np.float32(0.0)
 
 
 def exp_neg_f32(xf):
@@ -902,6 +940,181 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
     return near
 
 
+def row_bins_rough(z, m, z_min, s, frac, raw, ws):
+    """Where, on a row whose every finite token is kept, the mass first reaches ``frac`` of the whole,
+    from float32 exponentials binned by ``x`` (token_bin) and summed per bin in float64; then, exactly,
+    that bin's tokens and everything before it. Returns ``(found, n, count, G, Q, g_rest, xg_rest, g_raw,
+    q_raw)``: the
+    bin's ``n`` tokens sorted by (gap, id) in ``ws[2]``, ``ws[3]``; the float64 count and sums of the
+    tokens before it; and, rough, the mass of the tokens after it and a bound on their ``Σ x·e^-x``
+    (row_program.top_p_rough bounds the error from them). The token list then holds every token up to
+    that bin, with float64 ``e^-x`` at scale ``s``, for the draw. Not found when the mass reaches ``frac``
+    only in the last bin. With ``raw``, the same read of the row also takes row_raw_sums' G and Q, found
+    or not (the two last results; NaN without)."""
+    es = ws[ES32]
+    bins = ws[GAPS32]
+    sums = ws[BIN_SUMS]
+    mz, sz = in_row_dtype(z, m, s)
+    if not abs(sz) < math.inf:  # a scale beyond float32 (T below ~3e-39): x = inf·0 would be NaN
+        g_raw, q_raw = row_raw_sums(z, m, ws) if raw else (math.nan, math.nan)
+        return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
+    vocab = z.shape[0]
+    sums[:] = 0.0
+    g_raw = 0.0
+    q_raw = 0.0
+    for start in range(0, vocab, CHUNK):
+        count = min(CHUNK, vocab - start)
+        cg, cq = chunk_bins(z, mz, sz, start, count, bins, es, raw)
+        g_raw += cg
+        q_raw += cq
+        for j in range(count):  # a scatter: scalar, about 1 ns a token
+            sums[int(bins[j])] += np.float64(es[j])
+    if not raw:
+        g_raw = q_raw = math.nan
+    total = 0.0
+    for k in range(BINS):
+        total += sums[k]
+    target = frac * total
+    reached = 0.0
+    b = 0
+    while (b < BINS - 1) and (reached + sums[b] < target):
+        reached += sums[b]
+        b += 1
+    if b == BINS - 1:
+        return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
+    g_rest = 0.0
+    xg_rest = 0.0
+    for k in range(b + 1, BINS - 1):
+        g_rest += sums[k]
+        xg_rest += sums[k] * (k + 1.0)
+    x_last = min(s * (m - z_min), ROUGH_X_LIMIT)
+    xg_rest = xg_rest / np.float64(BIN_SCALE) + sums[BINS - 1] * x_last
+    g_rest += sums[BINS - 1]
+    lo = lowest_in_bins(z, mz, sz, z_min, b)
+    hi = lowest_in_bins(z, mz, sz, z_min, b - 1) if b > 0 else mz + np.float32(math.inf)
+    n, count, g, q = bins_through(z, m, s, lo, hi, ws)
+    return True, n, count, g, q, g_rest, xg_rest, g_raw, q_raw
+
+
+def token_bin(dz, sz):
+    """The histogram bin of a token of gap ``dz`` (row dtype) at scale ``sz``: ``⌊32·x⌋`` of its float32
+    ``x``, LAST_BIN from 32 nats on and for an infinite logit. Monotone in the gap, so a bin's tokens
+    are a run of the (gap, id) order."""
+    inside = abs(dz) < math.inf
+    xf = np.float32(sz * dz)
+    return np.float32(np.int32(min(xf * BIN_SCALE, LAST_BIN))) if inside else LAST_BIN  # x >= 0: truncation floors
+
+
+def chunk_bins(z, mz, sz, start, count, bins, es, raw):
+    """The bins (as floats) and float32 ``e^-x`` of row tokens ``start...``, and with ``raw`` their raw sums
+    (chunk_raw_sums; zeros without)."""
+    g = np.float32(0.0)
+    q = np.float32(0.0)
+    for j in range(count):
+        dz = mz - z[start + j]
+        _, _, _, e = rough_token(dz, sz)
+        es[j] = e
+        bins[j] = token_bin(dz, sz)
+        if raw:
+            xf, e_raw = raw_token(dz)
+            g += e_raw
+            q += xf * e_raw
+    return np.float64(g), np.float64(q)
+
+
+def lowest_in_bins(z, mz, sz, z_min, b):
+    """The lowest value of the row's dtype, down to the row's lowest finite logit, whose bin is ``b`` or
+    below: since bins fall as logits rise, the row's tokens in those bins are exactly those at or above
+    it. Bisection over the dtype's values (halving the interval until no value lies inside)."""
+    own = z[:1].copy()
+    own[0] = z_min
+    lo = own[0]
+    if token_bin(mz - lo, sz) <= b:
+        return lo
+    hi = mz
+    while True:
+        own[0] = 0.5 * np.float64(lo) + 0.5 * np.float64(hi)  # rounds to a value strictly inside, if any
+        mid = own[0]
+        if (mid == lo) | (mid == hi):
+            return hi
+        if token_bin(mz - mid, sz) <= b:
+            hi = mid
+        else:
+            lo = mid
+
+
+def bins_through(z, m, s, lo, hi, ws):
+    """List every token with ``lo <= z <= m`` (gap, id and float64 ``e^-x``: the token list, by id; a +inf
+    logit is no token), and gather those with ``z < hi`` among them sorted (``n``); returns ``n`` and the
+    count, G and Q of the others (``lo``, ``hi``: in the row's dtype)."""
+    list_d = ws[LIST_D]
+    list_i = ws[LIST_I]
+    tmp_d = ws[TMP_D]
+    tmp_i = ws[TMP_I]
+    top, _ = in_row_dtype(z, m, s)
+    vocab = z.shape[0]
+    listed = 0
+    n = 0
+    for start in range(0, vocab, 64):
+        mask = block_within(z, start, lo, top) if start + 64 <= vocab else tail_within(z, start, lo, top)
+        while mask != 0:  # the passing tokens alone, however few or many
+            i = start + trailing_zeros(mask)
+            list_d[listed] = m - np.float64(z[i])
+            list_i[listed] = i
+            listed += 1
+            mask &= mask - np.uint64(1)
+    for j in range(listed):  # bin b's tokens: the list's lowest logits
+        if list_d[j] > m - np.float64(hi):
+            tmp_d[n] = list_d[j]
+            tmp_i[n] = list_i[j]
+            n += 1
+    g_all, q_all = list_exps(s, listed, ws)
+    cand_d = ws[2]
+    cand_i = ws[3]
+    order = np.argsort(tmp_d[:n], kind="mergesort")  # stable: ties stay in id order
+    g_bin = 0.0
+    q_bin = 0.0
+    for j in range(n):
+        d = tmp_d[order[j]]
+        cand_d[j] = d
+        cand_i[j] = tmp_i[order[j]]
+        e = exp_neg(s * d)
+        g_bin += e
+        q_bin += min(s * d, EXP_LIMIT) * e
+    meta = ws[LIST_META]
+    meta[META_VALID] = 1.0
+    meta[META_TOP] = cand_d[n - 1]  # bin b's tokens have the list's largest gaps (n >= 1: the bin has mass)
+    meta[META_SCALE] = s
+    meta[META_COUNT] = listed
+    meta[META_NEAR_TOP] = -math.inf
+    meta[META_NEAR_COUNT] = 0.0
+    meta[META_POSITIONAL] = 0.0
+    return n, np.float64(listed - n), g_all - g_bin, q_all - q_bin
+
+
+def tail_within(z, start, lo, top):
+    """block_within for the row's last tokens, fewer than 64."""
+    mask = np.uint64(0)
+    for j in range(z.shape[0] - start):
+        mask |= np.uint64(1 if (z[start + j] >= lo) & (z[start + j] <= top) else 0) << np.uint64(j)
+    return mask
+
+
+def list_exps(s, count, ws):
+    """The float64 ``e^-x`` of the list's first ``count`` entries at scale ``s``, and their G and Q."""
+    list_d = ws[LIST_D]
+    list_e = ws[LIST_E]
+    g = 0.0
+    q = 0.0
+    for j in range(count):
+        x = s * list_d[j]
+        e = exp_neg(x)
+        list_e[j] = e
+        g += e
+        q += min(x, EXP_LIMIT) * e
+    return g, q
+
+
 def near_append_rough(z, m, start, count, near, ws):
     """Append the chunk's tokens with ``d <= near`` to the near tier (gap and id; near_fill adds their
     ``e^-x``): those the float32 gaps place near it are tested on their float64 gaps."""
@@ -990,19 +1203,20 @@ def small_arrays(threads):
     size = acc_size(PIVOTS)
     return (np.empty((threads, size + PAD)), np.empty((threads, PIVOTS + PAD)), np.empty((threads, size + PAD)),
             np.empty((threads, 3, CHUNK + PAD)), np.empty((threads, 3 * PIVOTS + PAD)),
-            np.empty((threads, META_SIZE + PAD)), np.empty((threads, 3, CHUNK + 2 * PAD), dtype=np.float32))
+            np.empty((threads, META_SIZE + PAD)), np.empty((threads, 3, CHUNK + 2 * PAD), dtype=np.float32),
+            np.empty((threads, BINS + PAD)))
 
 
 def thread_ws(t, vocab, small, rows_f, rows_i):
     """Thread ``t``'s work arrays, in the order of the ``ws`` indices above."""
-    accs, pivs, caches, chunks, hists, metas, chunks32 = small
+    accs, pivs, caches, chunks, hists, metas, chunks32, bin_sums = small
     size = acc_size(PIVOTS)
     f = rows_f[t]
     return (accs[t, :size], pivs[t, :PIVOTS], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
             rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
             hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],
             f[4, :vocab], metas[t, :META_SIZE], f[5, :vocab], f[6, :vocab], f[7, :vocab], chunks32[t, 0, :CHUNK],
-            chunks32[t, 1, :CHUNK], chunks32[t, 2, :CHUNK])
+            chunks32[t, 1, :CHUNK], chunks32[t, 2, :CHUNK], bin_sums[t, :BINS])
 
 
 # Reassociation lets LLVM vectorise the reductions; logits are never NaN, but nothing may assume away
@@ -1014,6 +1228,7 @@ _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "near_pivots": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_rough": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"}, "rough_token": {"contract", "nsz", "nnan"},
+             "chunk_bins": {"reassoc", "contract", "nsz", "nnan"}, "list_exps": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"}, "chunk_sums": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},
              "exp_neg": {"contract"}, "exp_neg_f32": {"contract"}}

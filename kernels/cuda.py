@@ -157,6 +157,12 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
     return math.inf
 
 
+def row_bins_rough(z, m, z_min, s, frac, raw, ws):
+    """No rough histogram here (a block's float64 exponentials are cheap): top-p searches exactly. Unused
+    while ROUGH_SCANS is off."""
+    return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, math.nan
+
+
 def row_raw_sums(z, m, ws):
     row_scan(z, m, 1.0, math.inf, 1, 0, -1.0, math.inf, 0, ws, True)
     return ws[0][A_G], ws[0][A_Q]

@@ -414,6 +414,81 @@ def test_top_h_from_a_rough_scan_is_exact_at_its_bound(shape):
     assert checked == 3 * 8 * 6
 
 
+def _top_p_expected(z: np.ndarray, p: float) -> set[int]:
+    """Top-p by a float64 walk: the smallest prefix (descending, ties by lower id) whose mass reaches p."""
+    order = _descending(z)
+    cumulative = np.cumsum(_probs(z)[order])
+    return set(order[: int(np.searchsorted(cumulative, p)) + 1].tolist())
+
+
+@pytest.mark.parametrize("shape", ["peaked", "flat"])
+def test_top_p_from_a_rough_histogram_is_exact_at_its_bound(shape):
+    """Top-p on a row nothing has cut bins the row's float32 masses, takes float64 sums up to the bin
+    where the mass crosses p, and certifies its target against the bound of the tail's float32 error
+    (row_program.top_p_rough), searching again in float64 when the target lies within it. p placed
+    3e-9 to 1e-7 (relative) on either side of a prefix's mass, where the float32 masses alone (off by up
+    to ~2e-7) would sometimes decide wrongly, must give the float64 answer; p halfway between two
+    prefixes' masses must be decided by the histogram alone (certified), with the same answer."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+
+    compiled = cpu.COMPILED
+    g = torch.Generator().manual_seed(12)
+    if shape == "peaked":
+        rows = torch.randn(3, 20000, generator=g) * 2.5
+        rows[:, :20] += torch.rand(3, 20, generator=g) * 12
+    else:
+        rows = torch.randn(3, 20000, generator=g)
+    t = 1.5
+    rows_f, rows_i = _cpu_buffers(1, rows.shape[1])
+    ws = compiled["thread_ws"](0, rows.shape[1], compiled["small_arrays"](1), rows_f, rows_i)
+    checked = certified = 0
+    for row in rows:
+        z = row.double().numpy() / t
+        cumulative = np.cumsum(_probs(z)[_descending(z)])
+        m, _, z_min = compiled["row_max"](row.numpy(), ws)
+        for k in (1, 2, 5, 20, 100, 1000, 4000, 19000):
+            halfway = (cumulative[k - 1] + (cumulative[k - 2] if k > 1 else 0.0)) / 2
+            sure, dt, ilo, ihi, _, _ = compiled["top_p_rough"](row.numpy(), m, z_min, 1 / t, halfway, 1.0, False, ws)
+            assert sure, k
+            d = m - row.double().numpy()
+            kept = (d < dt) | ((d == dt) & (np.arange(d.size) >= ilo) & (np.arange(d.size) <= ihi))
+            assert set(np.flatnonzero(kept).tolist()) == _top_p_expected(z, halfway) and kept.sum() == k
+            certified += 1
+            for delta in (-1e-7, -1e-8, -3e-9, 3e-9, 1e-8, 1e-7):
+                p = cumulative[k - 1] * (1 + delta)
+                expected = _top_p_expected(z, p)
+                chain = SamplerChain([Temperature(t), TopP(p)])
+                kept = torch.isfinite(chain(None, row[None]))[0]
+                assert set(torch.nonzero(kept).flatten().tolist()) == expected, (k, delta)
+                drawn = chain.sample(None, row[None], seeds=0)
+                assert int(drawn.telemetry.kept[0]) == len(expected)
+                checked += 1
+    assert (checked, certified) == (3 * 8 * 6, 3 * 8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.05, 20.0), st.floats(-1e4, 1e4), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_a_float32_exponential_stays_within_the_bound_certificates_assume(t, top, dtype, seed):
+    """A token's float32 e^-x (cpu.rough_token: x = s·(m − z) rounded to float32, then a float32
+    polynomial) lies within ROUGH_EPS_TOKEN + ROUGH_EPS_X·x (relative) of the float64 e^{-s·d}, for
+    gaps out to 80 nats, at any temperature and logit scale: top_p_rough's and top_h_rough's certificates
+    rest on it."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.row_program import ROUGH_EPS_TOKEN, ROUGH_EPS_X
+
+    z = (top - np.random.default_rng(seed).random(4096) * 80 * t).astype(dtype)
+    z[0] = dtype(top)
+    m = float(z[0])
+    s = 1.0 / t
+    exact = np.exp(-s * (m - z.astype(np.float64)))
+    token = cpu.COMPILED["rough_token"]
+    rough = np.array([token(z.dtype.type(m) - v, z.dtype.type(s))[3] for v in z], dtype=np.float64)
+    x = s * (m - z.astype(np.float64))
+    assert (np.abs(rough / exact - 1) <= ROUGH_EPS_TOKEN + ROUGH_EPS_X * x).all()
+
+
 @pytest.mark.parametrize("hidden", [False, True], ids=["flat", "flat-where-the-probe-looks-not"])
 def test_near_tier_top_is_lowered_on_a_flat_row(hidden):
     """A row so flat that a near tier out to 8 nats would hold most of it. The recording scan starts the
