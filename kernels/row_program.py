@@ -476,12 +476,13 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     q_raw = 0.0
     raw_due = False  # the raw row's sums are still to be taken (by top-p's histogram pass, or at the end)
     if mode & TELEMETRY:
-        if ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0:
-            # the scale changes at once, so nothing downstream could use a scan at T = 1: sums alone,
-            # which a top-p right after the temperatures takes in its own read of the row
-            raw_due = ROUGH_SCANS and first_rule(ops) == TOP_P
-            if not raw_due:
-                g_raw, q_raw = row_raw_sums(z, m, ws)
+        if ROUGH_SCANS and first_rule(ops) == TOP_P:
+            # top-p's histogram pass takes the raw sums in its own read of the row (top_p_rough): a
+            # float64 scan at T = 1 would serve only a search that the histogram mostly spares
+            raw_due = True
+        elif ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0:
+            # the scale changes at once, so nothing downstream could use a scan at T = 1: sums alone
+            g_raw, q_raw = row_raw_sums(z, m, ws)
         else:
             if ops.shape[0] > 0 and adapts_temperature(ops[0]):  # its temperature will change the scale too
                 scan_sums(z, m, s, dt, ilo, ihi, ws)

@@ -473,8 +473,7 @@ def test_top_p_from_a_rough_histogram_is_exact_at_its_bound(shape):
 def test_a_float32_exponential_stays_within_the_bound_certificates_assume(t, top, dtype, seed):
     """A token's float32 e^-x (cpu.rough_token: x = s·(m − z) rounded to float32, then a float32
     polynomial) lies within ROUGH_EPS_TOKEN + ROUGH_EPS_X·x (relative) of the float64 e^{-s·d}, for
-    gaps out to 80 nats, at any temperature and logit scale: top_p_rough's and top_h_rough's certificates
-    rest on it."""
+    gaps out to 80 nats, at any temperature and logit scale: top_h_rough's certificate rests on it."""
     from entrodec.kernels import cpu
     from entrodec.kernels.row_program import ROUGH_EPS_TOKEN, ROUGH_EPS_X
 
@@ -487,6 +486,36 @@ def test_a_float32_exponential_stays_within_the_bound_certificates_assume(t, top
     rough = np.array([token(z.dtype.type(m) - v, z.dtype.type(s))[3] for v in z], dtype=np.float64)
     x = s * (m - z.astype(np.float64))
     assert (np.abs(rough / exact - 1) <= ROUGH_EPS_TOKEN + ROUGH_EPS_X * x).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.05, 20.0), st.floats(-1e4, 1e4), st.sampled_from([np.float32, np.float64]),
+       st.integers(0, 2**32 - 1))
+def test_a_rough_histogram_bin_stays_within_the_bound_top_p_assumes(t, top, dtype, seed):
+    """Each bin of row_bins_rough's histogram (its bin's weight e^{-k/32} times a float32 cubic in the
+    token's offset, summed in float64) lies within ROUGH_EPS_TOKEN + ROUGH_EPS_X·x of the float64 mass of
+    its tokens, x the bin's top: top_p_rough bounds the tail's error with it. The tokens fall in the bins
+    that ⌊32·x⌋ of their float32 x names."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+    from entrodec.kernels.row_program import ROUGH_EPS_TOKEN, ROUGH_EPS_X
+
+    z = (top - np.random.default_rng(seed).random(4096) * 100 * t).astype(dtype)
+    z[0] = dtype(top)
+    compiled = cpu.COMPILED
+    rows_f, rows_i = _cpu_buffers(1, z.shape[0])
+    ws = compiled["thread_ws"](0, z.shape[0], compiled["small_arrays"](1), rows_f, rows_i)
+    m, _, z_min = compiled["row_max"](z, ws)
+    s = 1.0 / t
+    compiled["row_bins_rough"](z, m, z_min, s, 0.5, False, ws)
+    binned = ws[cpu.BIN_SUMS]
+    x32 = (z.dtype.type(s) * (z.dtype.type(m) - z)).astype(np.float32) * np.float32(32)
+    k = np.minimum(x32, cpu.LAST_BIN).astype(np.int64)
+    mass = np.exp(-s * (m - z.astype(np.float64)))
+    exact = np.bincount(k, weights=mass, minlength=cpu.BINS)
+    bound = np.bincount(k, weights=mass * (ROUGH_EPS_TOKEN + ROUGH_EPS_X * (k + 1) / 32), minlength=cpu.BINS)
+    assert (np.abs(binned - exact)[:-1] <= bound[:-1] + 1e-300).all()
+    assert binned[-1] == 0.0 and (exact[-1] <= 2e-38 * z.size)  # the last bin's tokens: past 128 nats
 
 
 @pytest.mark.parametrize("hidden", [False, True], ids=["flat", "flat-where-the-probe-looks-not"])
