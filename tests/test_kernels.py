@@ -382,6 +382,24 @@ def _prefix_entropies(z: np.ndarray) -> tuple[np.ndarray, float]:
     return np.log(gamma) - plogp / gamma, float(-(p * np.log(p)).sum())
 
 
+def _boundary_rows(shape: str, seed: int) -> torch.Tensor:
+    """Three rows of 20,000 tokens: a language model's (a few strong candidates over a wide bulk), or so
+    flat that the CPU's near tier is lowered and targets lie past it."""
+    g = torch.Generator().manual_seed(seed)
+    if shape == "peaked":
+        rows = torch.randn(3, 20000, generator=g) * 2.5
+        rows[:, :20] += torch.rand(3, 20, generator=g) * 12
+        return rows
+    return torch.randn(3, 20000, generator=g)
+
+
+def _assert_keeps(chain: SamplerChain, row: torch.Tensor, expected: set[int], case) -> None:
+    """The chain keeps exactly ``expected`` of ``row``, processing it and drawing from it."""
+    kept = torch.isfinite(chain(None, row[None]))[0]
+    assert set(torch.nonzero(kept).flatten().tolist()) == expected, case
+    assert int(chain.sample(None, row[None], seeds=0).telemetry.kept[0]) == len(expected), case
+
+
 @pytest.mark.parametrize("shape", ["peaked", "flat"])
 def test_top_h_from_a_rough_scan_is_exact_at_its_bound(shape):
     """The paper's Top-H on a row nothing has cut searches from float32 sums (H within ~1e-5) and then
@@ -389,12 +407,7 @@ def test_top_h_from_a_rough_scan_is_exact_at_its_bound(shape):
     error of the bound. Bounds placed 3e-9 to 1e-7 (relative) on either side of a prefix's entropy, where
     the float32 sums alone (measured: off by 1e-9 to 7e-8) would sometimes decide wrongly, but far beyond
     float64's rounding, must give the float64 answer: the kept set of a plain float64 walk."""
-    g = torch.Generator().manual_seed(11)
-    if shape == "peaked":  # a language model's row: a few strong candidates over a wide bulk
-        rows = torch.randn(3, 20000, generator=g) * 2.5
-        rows[:, :20] += torch.rand(3, 20, generator=g) * 12
-    else:  # so flat that the near tier is lowered: targets lie past it
-        rows = torch.randn(3, 20000, generator=g)
+    rows = _boundary_rows(shape, 11)
     t = 1.5
     checked = 0
     for row in rows:
@@ -405,11 +418,7 @@ def test_top_h_from_a_rough_scan_is_exact_at_its_bound(shape):
                 alpha = entropies[k - 1] / whole * (1 + delta)
                 expected, near = paper_algorithm_1(z, alpha)
                 assert not near
-                chain = SamplerChain([Temperature(t), TopH(alpha)])
-                kept = torch.isfinite(chain(None, row[None]))[0]
-                assert set(torch.nonzero(kept).flatten().tolist()) == expected, (k, delta)
-                drawn = chain.sample(None, row[None], seeds=0)
-                assert int(drawn.telemetry.kept[0]) == len(expected)
+                _assert_keeps(SamplerChain([Temperature(t), TopH(alpha)]), row, expected, (k, delta))
                 checked += 1
     assert checked == 3 * 8 * 6
 
@@ -433,12 +442,7 @@ def test_top_p_from_a_rough_histogram_is_exact_at_its_bound(shape):
     from entrodec.kernels.launch import _cpu_buffers
 
     compiled = cpu.COMPILED
-    g = torch.Generator().manual_seed(12)
-    if shape == "peaked":
-        rows = torch.randn(3, 20000, generator=g) * 2.5
-        rows[:, :20] += torch.rand(3, 20, generator=g) * 12
-    else:
-        rows = torch.randn(3, 20000, generator=g)
+    rows = _boundary_rows(shape, 12)
     t = 1.5
     rows_f, rows_i = _cpu_buffers(1, rows.shape[1])
     ws = compiled["thread_ws"](0, rows.shape[1], compiled["small_arrays"](1), rows_f, rows_i)
@@ -458,11 +462,7 @@ def test_top_p_from_a_rough_histogram_is_exact_at_its_bound(shape):
             for delta in (-1e-7, -1e-8, -3e-9, 3e-9, 1e-8, 1e-7):
                 p = cumulative[k - 1] * (1 + delta)
                 expected = _top_p_expected(z, p)
-                chain = SamplerChain([Temperature(t), TopP(p)])
-                kept = torch.isfinite(chain(None, row[None]))[0]
-                assert set(torch.nonzero(kept).flatten().tolist()) == expected, (k, delta)
-                drawn = chain.sample(None, row[None], seeds=0)
-                assert int(drawn.telemetry.kept[0]) == len(expected)
+                _assert_keeps(SamplerChain([Temperature(t), TopP(p)]), row, expected, (k, delta))
                 checked += 1
     assert (checked, certified) == (3 * 8 * 6, 3 * 8)
 
