@@ -480,8 +480,9 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
             # top-p's histogram pass takes the raw sums in its own read of the row (top_p_rough): a
             # float64 scan at T = 1 would serve only a search that the histogram mostly spares
             raw_due = True
-        elif ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0:
-            # the scale changes at once, so nothing downstream could use a scan at T = 1: sums alone
+        elif (ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0) or first_rule(ops) == MIN_P:
+            # the scale changes at once, or min-p reads only the few tokens it keeps (a bounded scan): a
+            # float64 scan of the whole row at T = 1 would serve nothing downstream, so sums alone
             g_raw, q_raw = row_raw_sums(z, m, ws)
         else:
             if ops.shape[0] > 0 and adapts_temperature(ops[0]):  # its temperature will change the scale too
