@@ -947,10 +947,10 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
 def row_bins_rough(z, m, z_min, s, frac, raw, ws):
     """Where, on a row whose every finite token is kept, the mass first reaches ``frac`` of the whole,
     from float32 exponentials binned by ``x`` (token_bin) and summed per bin in float64; then, exactly,
-    that bin's tokens and everything before it. Returns ``(found, n, count, G, Q, g_rest, xg_rest, g_raw,
-    q_raw)``: the
-    bin's ``n`` tokens sorted by (gap, id) in ``ws[2]``, ``ws[3]``; the float64 count and sums of the
-    tokens before it; and, rough, the mass of the tokens after it and a bound on their ``Σ x·e^-x``
+    that bin's tokens and everything before it. Returns ``(found, n, count, G, G_through, g_rest, xg_rest,
+    g_raw, q_raw)``: the bin's ``n`` tokens sorted by (gap, id) in ``ws[2]``, ``ws[3]``; the float64 count
+    and mass of the tokens before it, and the mass through it; and, rough, the mass of the tokens after
+    it and a bound on their ``Σ x·e^-x``
     (row_program.top_p_rough bounds the error from them). The token list then holds every token up to
     that bin, with float64 ``e^-x`` at scale ``s``, for the draw. Not found when the mass reaches ``frac``
     only in the last bin. With ``raw``, the same read of the row also takes row_raw_sums' G and Q, found
@@ -997,8 +997,8 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
     g_rest += sums[BINS - 1]
     lo = lowest_in_bins(z, mz, sz, z_min, b)
     hi = lowest_in_bins(z, mz, sz, z_min, b - 1) if b > 0 else mz + np.float32(math.inf)
-    n, count, g, q = bins_through(z, m, s, lo, hi, ws)
-    return True, n, count, g, q, g_rest, xg_rest, g_raw, q_raw
+    n, count, g, g_through = bins_through(z, m, s, lo, hi, ws)
+    return True, n, count, g, g_through, g_rest, xg_rest, g_raw, q_raw
 
 
 def token_bin(dz, sz):
@@ -1057,8 +1057,8 @@ def lowest_in_bins(z, mz, sz, z_min, b):
 
 def bins_through(z, m, s, lo, hi, ws):
     """List every token with ``lo <= z <= m`` (gap, id and float64 ``e^-x``: the token list, by id; a +inf
-    logit is no token), and gather those with ``z < hi`` among them sorted (``n``); returns ``n`` and the
-    count, G and Q of the others (``lo``, ``hi``: in the row's dtype)."""
+    logit is no token), and gather those with ``z < hi`` among them sorted (``n``); returns ``n``, the
+    count and mass of the others, and the mass of all (``lo``, ``hi``: in the row's dtype)."""
     list_d = ws[LIST_D]
     list_i = ws[LIST_I]
     tmp_d = ws[TMP_D]
@@ -1080,19 +1080,16 @@ def bins_through(z, m, s, lo, hi, ws):
             tmp_d[n] = list_d[j]
             tmp_i[n] = list_i[j]
             n += 1
-    g_all, q_all = list_exps(s, listed, ws)
+    g_all = list_exps(s, listed, ws)
     cand_d = ws[2]
     cand_i = ws[3]
     order = np.argsort(tmp_d[:n], kind="mergesort")  # stable: ties stay in id order
     g_bin = 0.0
-    q_bin = 0.0
     for j in range(n):
         d = tmp_d[order[j]]
         cand_d[j] = d
         cand_i[j] = tmp_i[order[j]]
-        e = exp_neg(s * d)
-        g_bin += e
-        q_bin += min(s * d, EXP_LIMIT) * e
+        g_bin += exp_neg(s * d)
     meta = ws[LIST_META]
     meta[META_VALID] = 1.0
     meta[META_TOP] = cand_d[n - 1]  # bin b's tokens have the list's largest gaps (n >= 1: the bin has mass)
@@ -1101,7 +1098,7 @@ def bins_through(z, m, s, lo, hi, ws):
     meta[META_NEAR_TOP] = -math.inf
     meta[META_NEAR_COUNT] = 0.0
     meta[META_POSITIONAL] = 0.0
-    return n, np.float64(listed - n), g_all - g_bin, q_all - q_bin
+    return n, np.float64(listed - n), g_all - g_bin, g_all
 
 
 def tail_within(z, start, lo, top):
@@ -1113,18 +1110,15 @@ def tail_within(z, start, lo, top):
 
 
 def list_exps(s, count, ws):
-    """The float64 ``e^-x`` of the list's first ``count`` entries at scale ``s``, and their G and Q."""
+    """The float64 ``e^-x`` of the list's first ``count`` entries at scale ``s``, and their sum."""
     list_d = ws[LIST_D]
     list_e = ws[LIST_E]
     g = 0.0
-    q = 0.0
     for j in range(count):
-        x = s * list_d[j]
-        e = exp_neg(x)
+        e = exp_neg(s * list_d[j])
         list_e[j] = e
         g += e
-        q += min(x, EXP_LIMIT) * e
-    return g, q
+    return g
 
 
 def near_append_rough(z, m, start, count, near, ws):

@@ -27,12 +27,13 @@ full scan):
   is kept, with pivots, whose G, Q and pivot sums may be off by ROUGH_EPS (relative): a search may
   start from it, and its result must be certified (top_h_rough). A backend sets ``ROUGH_SCANS`` when
   its rough scan is cheaper than an exact one.
-- ``row_bins_rough(z, m, z_min, s, frac, raw, ws) -> (found, n, count, G, Q, g_rest, xg_rest, g_raw,
-  q_raw)``: on a row whose every finite token is kept, the tokens of the first bin of a rough histogram
-  of ``x`` whose cumulative mass reaches ``frac`` of the whole (``n`` of them, sorted, into ``ws[2]``,
-  ``ws[3]``), the exact count and sums of the tokens before them, and for those after them their rough
-  mass and an upper bound of their rough ``Σ x·e^-x`` (top_p_rough); with ``raw``, row_raw_sums' results
-  from the same read, found or not. A backend without one returns ``found`` false (and NaN sums).
+- ``row_bins_rough(z, m, z_min, s, frac, raw, ws) -> (found, n, count, G, G_through, g_rest, xg_rest,
+  g_raw, q_raw)``: on a row whose every finite token is kept, the tokens of the first bin of a rough
+  histogram of ``x`` whose cumulative mass reaches ``frac`` of the whole (``n`` of them, sorted, into
+  ``ws[2]``, ``ws[3]``), the exact count and mass of the tokens before them and the exact mass through
+  them, and for those after them their rough mass and an upper bound of their rough ``Σ x·e^-x``
+  (top_p_rough); with ``raw``, row_raw_sums' results from the same read, found or not. A backend without
+  one returns ``found`` false (and NaN raw sums).
 - ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
 - ``row_nth_tied(z, m, dt, ilo, ihi, dval, j, ws) -> id``: the ``j``-th lowest kept id with ``d == dval``.
 - ``row_draw(z, m, s, dt, ilo, ihi, key, want, ws) -> (token, n, G, Q)``: the exponential race and the
@@ -407,15 +408,12 @@ def top_p_rough(z, m, z_min, s, p, mk, raw, ws):
     kept (mass before it below ``p·G`` by more than ``p`` times that error, or within min_tokens_to_keep)
     and the next is not (mass through the target above ``p·G`` by as much): both hold for any ``G`` in
     the error's range. Otherwise, or when the target lies outside the bin, the exact search runs."""
-    found, n, bc, bg, bq, g_rest, xg_rest, g_raw, q_raw = row_bins_rough(z, m, z_min, s, p, raw, ws)
+    found, n, bc, bg, g_through, g_rest, xg_rest, g_raw, q_raw = row_bins_rough(z, m, z_min, s, p, raw, ws)
     if not found:
         return False, INF, 1, 0, g_raw, q_raw
     cand_d = ws[2]
     cand_i = ws[3]
-    g_bin = 0.0
-    for j in range(n):
-        g_bin += math.exp(-s * cand_d[j])
-    g = bg + g_bin + g_rest
+    g = g_through + g_rest
     # the tail's bound, widened for its own rough sums (1e-3), the float32 exponentials that round to 0
     # past ROUGH_X_LIMIT (each below 2e-38), and float64's rounding of the sums
     error = (ROUGH_EPS_TOKEN * g_rest + ROUGH_EPS_X * xg_rest) * 1.001 + 2e-38 * z.shape[0] + 1e-12 * g
