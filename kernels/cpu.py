@@ -21,7 +21,7 @@ from . import program, rng, row_program, rules
 from .cache import kernel_cache_dir, numba_cache_in
 from .compile import instantiate
 from .rng import MIX32_MULS, MIX32_SHIFTS, WEYL_HIGH, race_score, step_key, token_uniform
-from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, ROUGH_X_LIMIT, acc_size, run_row
+from .row_program import A_DMAX, A_DMIN, A_G, A_N, A_PIV, A_Q, A_SX, A_SXX, acc_size, run_row
 
 PIVOTS = 4  # pivots per search round (even: chunk_pivots takes them in pairs)
 PAD = 16  # float64s: two cache lines between threads' work arrays
@@ -53,7 +53,7 @@ ROUGH_SCANS = True  # row_program.top_h_rough: a float32 first scan costs about 
 NO_SCALE = math.nan  # the scale of a list without e^-x (a count scan's), or asked for by a pass that reads none
 RACE_MARGIN = 1.0001  # race_try's screen, widened by more than a float32 e^-x can be off
 # row_bins_rough's histogram: bins of 1/32 scaled nat out to 128 nats, the last one holding what lies
-# beyond (massless in float32: e^-87 is its smallest normal) and infinite logits. A token's mass is its
+# beyond and infinite logits, massless (its weight is 0: e^-128 is below even float32's subnormals). A token's mass is its
 # bin's e^{-k/32} (BIN_WEIGHTS, float64) times e^-r of its offset r < 1/32 in the bin, a cubic in float32
 # (truncation error r⁴/24 < 4e-8): no range reduction per token. On SmolLM2's rows at T = 1.5 the bin
 # holding top-p 0.9's target has tens to a few hundred tokens, few enough to sort.
@@ -989,15 +989,13 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
         return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
     g_rest = 0.0
     xg_rest = 0.0
-    for k in range(b + 1, BINS - 1):
+    for k in range(b + 1, BINS):
         g_rest += sums[k]
-        xg_rest += sums[k] * (k + 1.0)
-    x_last = min(s * (m - z_min), ROUGH_X_LIMIT)
-    xg_rest = xg_rest / np.float64(BIN_SCALE) + sums[BINS - 1] * x_last
-    g_rest += sums[BINS - 1]
+        xg_rest += sums[k] * (k + 1.0)  # the bin's top
+    xg_rest /= np.float64(BIN_SCALE)
     lo = lowest_in_bins(z, mz, sz, z_min, b)
     hi = lowest_in_bins(z, mz, sz, z_min, b - 1) if b > 0 else mz + np.float32(math.inf)
-    n, count, g, g_through = bins_through(z, m, s, lo, hi, ws)
+    n, count, g, g_through = bins_through(z, m, mz, s, lo, hi, ws)
     return True, n, count, g, g_through, g_rest, xg_rest, g_raw, q_raw
 
 
@@ -1016,7 +1014,7 @@ def bin_position(dz, sz):
 
 def chunk_bins(z, mz, sz, start, count, bins, es, raw):
     """The bins (as floats) of row tokens ``start...`` and their masses relative to their bin's weight
-    (``e^-r``, 0 in the last bin), and with ``raw`` their raw sums (chunk_raw_sums; zeros without)."""
+    (``e^-r``), and with ``raw`` their raw sums (chunk_raw_sums; zeros without)."""
     g = np.float32(0.0)
     q = np.float32(0.0)
     for j in range(count):
@@ -1025,7 +1023,7 @@ def chunk_bins(z, mz, sz, start, count, bins, es, raw):
         k = np.float32(np.int32(t))
         r = (t - k) * np.float32(1.0 / 32.0)  # exact: t − k by Sterbenz's lemma, then a power of two
         e = np.float32(1.0) - r * (np.float32(1.0) - r * (np.float32(0.5) - r * np.float32(1.0 / 6.0)))
-        es[j] = e if k < LAST_BIN else np.float32(0.0)
+        es[j] = e
         bins[j] = k
         if raw:
             xf, e_raw = raw_token(dz)
@@ -1055,20 +1053,19 @@ def lowest_in_bins(z, mz, sz, z_min, b):
             lo = mid
 
 
-def bins_through(z, m, s, lo, hi, ws):
+def bins_through(z, m, mz, s, lo, hi, ws):
     """List every token with ``lo <= z <= m`` (gap, id and float64 ``e^-x``: the token list, by id; a +inf
     logit is no token), and gather those with ``z < hi`` among them sorted (``n``); returns ``n``, the
-    count and mass of the others, and the mass of all (``lo``, ``hi``: in the row's dtype)."""
+    count and mass of the others, and the mass of all (``mz``, ``lo``, ``hi``: in the row's dtype)."""
     list_d = ws[LIST_D]
     list_i = ws[LIST_I]
     tmp_d = ws[TMP_D]
     tmp_i = ws[TMP_I]
-    top, _ = in_row_dtype(z, m, s)
     vocab = z.shape[0]
     listed = 0
     n = 0
     for start in range(0, vocab, 64):
-        mask = block_within(z, start, lo, top) if start + 64 <= vocab else tail_within(z, start, lo, top)
+        mask = block_within(z, start, lo, mz) if start + 64 <= vocab else tail_within(z, start, lo, mz)
         while mask != 0:  # the passing tokens alone, however few or many
             i = start + trailing_zeros(mask)
             list_d[listed] = m - np.float64(z[i])

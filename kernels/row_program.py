@@ -414,8 +414,8 @@ def top_p_rough(z, m, z_min, s, p, mk, raw, ws):
     cand_d = ws[2]
     cand_i = ws[3]
     g = g_through + g_rest
-    # the tail's bound, widened for its own rough sums (1e-3), the float32 exponentials that round to 0
-    # past ROUGH_X_LIMIT (each below 2e-38), and float64's rounding of the sums
+    # the tail's bound, widened for its own rough sums (1e-3), the tokens past the histogram's 128 nats
+    # that it leaves massless (each below 2e-38), and float64's rounding of the sums
     error = (ROUGH_EPS_TOKEN * g_rest + ROUGH_EPS_X * xg_rest) * 1.001 + 2e-38 * z.shape[0] + 1e-12 * g
     a = p * g
     margin = p * error
