@@ -157,6 +157,11 @@ def row_scan_rough(z, m, z_min, s, npiv, ws):
     return math.inf
 
 
+def row_widen_near(z, m, s, npiv, ws):
+    """No near tier here: row_scan_rough's exact scan covers every pivot. Unused while ROUGH_SCANS is off."""
+    return math.inf
+
+
 def row_bins_rough(z, m, z_min, s, frac, raw, ws):
     """No rough histogram here (a block's float64 exponentials are cheap): top-p searches exactly. Unused
     while ROUGH_SCANS is off."""

@@ -27,6 +27,9 @@ full scan):
   is kept, with pivots, whose G, Q and pivot sums may be off by ROUGH_EPS (relative): a search may
   start from it, and its result must be certified (top_h_rough). A backend sets ``ROUGH_SCANS`` when
   its rough scan is cheaper than an exact one.
+- ``row_widen_near(z, m, s, npiv, ws) -> near top``: after row_scan_rough, its near tier extended to the
+  second-to-last of the pivots now in ``ws[1]``, with the sums of the pivots up to it (exact), when that
+  is cheap; returns the tier's top, unchanged when not.
 - ``row_bins_rough(z, m, z_min, s, frac, raw, ws) -> (found, n, count, G, G_through, g_rest, xg_rest,
   g_raw, q_raw)``: on a row whose every finite token is kept, the tokens of the first bin of a rough
   histogram of ``x`` whose cumulative mass reaches ``frac`` of the whole (``n`` of them, sorted, into
@@ -363,7 +366,8 @@ def keep_at_most(z, m, s, dt, ilo, ihi, tau, mk, ties, ws):
 
 def top_h_rough(z, m, z_min, s, alpha, mk, ws):
     """The paper's Top-H (``alpha < 1``) on a row whose every finite token is still kept, searched from a
-    rough scan and certified: ``(certain, dt, ilo, ihi)``. The search's bound ``α·H`` comes from sums
+    rough scan and certified: ``(certain, dt, ilo, ihi, g, q)``, the last two the rough scan's G and Q
+    (at ``s = 1`` as good as row_raw_sums'). The search's bound ``α·H`` comes from sums
     within ROUGH_EPS; its target is then certain when the exact entropy of the prefix through it exceeds
     the bound by more than that error, and that of the prefix before it (unless min_tokens_to_keep alone
     keeps it) falls short by as much: prefix entropies rise with the prefix, so no other token can be the
@@ -372,30 +376,43 @@ def top_h_rough(z, m, z_min, s, alpha, mk, ws):
     target lies at or below the first pivot above the tier. Otherwise (or when tokens could have zero
     mass) ``certain`` is false and the exact search runs."""
     piv = ws[1]
+    acc = ws[0]
     cache = ws[4]
     npiv = piv.shape[0]
     first_pivots(piv, s, NEAR_NATS_SHORT)
     near = row_scan_rough(z, m, z_min, s, npiv, ws)
+    g = acc[A_G]
+    q = acc[A_Q]
+    if acc[A_N] == 0.0 or s * acc[A_DMAX] + math.log(g) >= ZERO_LOG_F64 - 1.0:
+        return False, INF, 1, 0, g, q
+    error = (ROUGH_EPS + ROUGH_EPS_X * min(s * acc[A_DMAX], ROUGH_X_LIMIT)) * (1.0 + 2.0 * q / g)
+    a = alpha * entropy_of(g, q)
+    margin = 2.0 * alpha * error
+    near_nats = NEAR_NATS_SHORT
+    k = A_PIV + 3 * (npiv - 2)  # the tier's top pivot (unless the tier was lowered)
+    if near == piv[npiv - 2] and not target_below(K_TOP_H, acc[k], acc[k + 1], acc[k + 2], a, 0.0, 0.0, mk):
+        # the target lies past the tier (a flat row): a wider one spares the search's later rounds, each
+        # a float64 pass over the row
+        first_pivots(piv, s, NEAR_NATS)
+        widened = row_widen_near(z, m, s, npiv, ws)
+        if widened == piv[npiv - 2]:
+            near = widened
+            near_nats = NEAR_NATS
+        else:
+            first_pivots(piv, s, NEAR_NATS_SHORT)
     exact_below = INF  # the first pivot above the tier: a bracket starting below it starts on exact sums
     for j in range(npiv - 1, -1, -1):
         if piv[j] > near:
             exact_below = piv[j]
     keep_scan(acc_size(npiv), ws)
-    g = cache[A_G]
-    q = cache[A_Q]
-    if cache[A_N] == 0.0 or s * cache[A_DMAX] + math.log(g) >= ZERO_LOG_F64 - 1.0:
-        return False, INF, 1, 0
-    error = (ROUGH_EPS + ROUGH_EPS_X * min(s * cache[A_DMAX], ROUGH_X_LIMIT)) * (1.0 + 2.0 * q / g)
-    a = alpha * entropy_of(g, q)
-    margin = 2.0 * alpha * error
     found, d_target, i_target, inclusive, position, before, through = locate(
-        z, m, s, INF, 1, 0, K_TOP_H, a, 0.0, 0.0, mk, NEAR_NATS_SHORT, ws)
+        z, m, s, INF, 1, 0, K_TOP_H, a, 0.0, 0.0, mk, near_nats, ws)
     certain = found and (not inclusive) and d_target <= exact_below and position >= mk and through > a + margin
     certain = certain and (position - 1.0 < mk or before <= a - margin)
     if not certain:
-        return False, INF, 1, 0
+        return False, INF, 1, 0, g, q
     dt, ilo, ihi = cut_prefix(INF, 1, 0, d_target, i_target, False)
-    return True, dt, ilo, ihi
+    return True, dt, ilo, ihi, g, q
 
 
 def top_p_rough(z, m, z_min, s, p, mk, raw, ws):
@@ -474,13 +491,17 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     q_raw = 0.0
     raw_due = False  # the raw row's sums are still to be taken (by top-p's histogram pass, or at the end)
     if mode & TELEMETRY:
-        if ROUGH_SCANS and first_rule(ops) == TOP_P:
-            # top-p's histogram pass takes the raw sums in its own read of the row (top_p_rough): a
-            # float64 scan at T = 1 would serve only a search that the histogram mostly spares
+        first = first_rule(ops)
+        if ROUGH_SCANS and (first == TOP_P or first == TOP_H):
+            # top-p's histogram pass, or Top-H's rough scan at T = 1, takes the raw sums in its own read of
+            # the row (top_p_rough, top_h_rough): a float64 scan would serve only a search that they
+            # mostly spare
             raw_due = True
-        elif (ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0) or first_rule(ops) == MIN_P:
-            # the scale changes at once, or min-p reads only the few tokens it keeps (a bounded scan): a
-            # float64 scan of the whole row at T = 1 would serve nothing downstream, so sums alone
+        elif (ops.shape[0] > 0 and ops[0] == TEMPERATURE and prm[0][0] != 1.0) or first == MIN_P or (
+                first == TOP_K or first == TOP_H_HF):
+            # the scale changes at once, or the rule reads only the few tokens it keeps (min-p's bounded
+            # scan) or counts them (a count scan needs no sums): a float64 scan of the whole row at T = 1
+            # would serve nothing downstream, so sums alone
             g_raw, q_raw = row_raw_sums(z, m, ws)
         else:
             if ops.shape[0] > 0 and adapts_temperature(ops[0]):  # its temperature will change the scale too
@@ -544,7 +565,9 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                 dt, ilo, ihi, changed = keep_prefix(z, m, s, dt, ilo, ihi, K_COUNT, HF_CANDIDATES, 0.0, 0.0, mk, cached, ws)
                 cached = NOTHING if changed else cached
             if ROUGH_SCANS and op == TOP_H and p[0] < 1.0 and cached == NOTHING and dt == INF and ilo > ihi:
-                certain, dt_rough, ilo_rough, ihi_rough = top_h_rough(z, m, z_min, s, p[0], mk, ws)
+                certain, dt_rough, ilo_rough, ihi_rough, g_r, q_r = top_h_rough(z, m, z_min, s, p[0], mk, ws)
+                if raw_due and s == 1.0:
+                    g_raw, q_raw, raw_due = g_r, q_r, False
                 if certain:
                     dt, ilo, ihi = dt_rough, ilo_rough, ihi_rough
                     summed = False

@@ -518,6 +518,87 @@ def test_a_rough_histogram_bin_stays_within_the_bound_top_p_assumes(t, top, dtyp
     assert binned[-1] == 0.0 and (exact[-1] <= 2e-38 * z.size)  # the last bin's tokens: past 128 nats
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=300), st.sampled_from([np.float32, np.float64]))
+def test_row_extremes_come_from_order_keys_exactly(values, dtype):
+    """The row's maximum and minimum are taken over integer keys of the floats' bits (a vectorised
+    integer max and min): they equal NumPy's for any finite or infinite values (a signed zero as a value:
+    which zero NumPy returns is its comparison order's), in float32 and float64 rows."""
+    from entrodec.kernels import cpu
+
+    z = np.array(values, dtype=dtype)
+    top, lowest = cpu.COMPILED["plain_extremes"](z)
+    assert top == z.max() and lowest == z.min()
+
+
+def _ws(vocab: int):
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+
+    rows_f, rows_i = _cpu_buffers(1, vocab)
+    return cpu.COMPILED["thread_ws"](0, vocab, cpu.COMPILED["small_arrays"](1), rows_f, rows_i)
+
+
+@pytest.mark.parametrize("row", ["flat", "gaps on the pivots"])
+def test_a_count_scan_counts_exactly_from_logit_floors(row):
+    """A count scan of a row with no infinite logit compares the raw logits against each pivot's lowest
+    logit (found by bisection over the dtype) instead of computing gaps: its counts equal a float64
+    count of ``d <= pivot``, tokens lying exactly on a pivot included, and its near tier holds exactly
+    the tokens up to its top, in id order."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.row_program import A_DMAX, A_N, A_PIV, NEAR_NATS
+
+    compiled = cpu.COMPILED
+    z = (torch.randn(20000, generator=torch.Generator().manual_seed(5)) * 2.5).numpy()
+    if row == "gaps on the pivots":
+        z[: 8 * 100] = np.repeat(np.float32(z.max()) - np.array([0.0, 1.0, 4.0, 8.0, 16.0, 1.0 + 2**-20, 8.0 - 2**-20, 3.5],
+                                                             dtype=np.float32), 100)
+    ws = _ws(z.shape[0])
+    m, _, _ = compiled["row_max"](z, ws)
+    compiled["first_pivots"](ws[1], 1.0, NEAR_NATS)
+    compiled["row_scan"](z, m, 1.0, math.inf, 1, 0, -1.0, math.inf, cpu.PIVOTS, ws, False)
+    acc, piv, meta = ws[0], ws[1], ws[cpu.LIST_META]
+    d = m - z.astype(np.float64)
+    assert acc[A_N] == z.size and acc[A_DMAX] == d.max()
+    for k in range(cpu.PIVOTS):
+        assert acc[A_PIV + 3 * k] == (d <= piv[k]).sum(), k
+    near = np.nonzero(d <= meta[cpu.META_NEAR_TOP])[0]
+    count = int(meta[cpu.META_NEAR_COUNT])
+    assert np.array_equal(ws[cpu.NEAR_I][:count], near) and np.array_equal(ws[cpu.NEAR_D][:count], d[near])
+
+
+def test_top_h_widens_its_near_tier_when_the_target_lies_past_it():
+    """On flat rows (a Gaussian bulk, as in bench/kernels.py) the paper's Top-H target can lie past the
+    rough scan's near tier (4 nats): the tier is then widened to 8 nats by one masked read of the row,
+    so that the search narrows over the tier instead of float64 passes over the row. The target is still
+    certified, and the kept set is the float64 walk's."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.row_program import NEAR_NATS
+
+    compiled = cpu.COMPILED
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(64, 40000, generator=g) * 2.5
+    rows[:, :8] += torch.rand(64, 8, generator=g) * 8
+    widened = 0
+    for row in rows:
+        z = row.double().numpy()
+        entropies, whole = _prefix_entropies(z)
+        k = int(np.searchsorted(entropies, 0.4 * whole, side="right"))  # kept tokens
+        if z.max() - np.sort(z)[::-1][k] <= 4.0:  # the first token dropped lies in the tier
+            continue
+        ws = _ws(z.size)
+        zf = row.numpy()
+        m, _, z_min = compiled["row_max"](zf, ws)
+        certain, *_ = compiled["top_h_rough"](zf, m, z_min, 1.0, 0.4, 1.0, ws)
+        d = m - zf.astype(np.float64)
+        assert certain and ws[cpu.LIST_META][cpu.META_NEAR_COUNT] == (d <= NEAR_NATS).sum()  # the tier: 8 nats
+        expected, near = paper_algorithm_1(z, 0.4)
+        assert not near
+        _assert_keeps(SamplerChain([TopH(0.4)]), row, expected, k)
+        widened += 1
+    assert widened >= 3
+
+
 @pytest.mark.parametrize("hidden", [False, True], ids=["flat", "flat-where-the-probe-looks-not"])
 def test_near_tier_top_is_lowered_on_a_flat_row(hidden):
     """A row so flat that a near tier out to 8 nats would hold most of it. The recording scan starts the
