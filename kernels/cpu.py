@@ -751,7 +751,7 @@ def count_row(z, m, npiv, ws):
     mz, sz = in_row_dtype(z, m, 1.0)
     z_min = z[:1].copy()
     z_min[0] = meta[META_LOWEST]
-    floors = z[:npiv].copy()  # the pivots' lowest logits, in the row's dtype
+    floors = np.empty(npiv, dtype=z.dtype)  # the pivots' lowest logits, in the row's dtype
     for k in range(npiv):
         floors[k] = lowest_passing(z, m, mz, sz, z_min[0], piv[k], False)
     counts = np.zeros(npiv)
@@ -1059,6 +1059,8 @@ def row_widen_near(z, m, s, npiv, ws):
     lo = lowest_passing(z, m, mz, sz, own[0], top, False)
     inner = lowest_passing(z, m, mz, sz, own[0], near, False)  # the old tier's tokens: z >= inner
     below = key_value(order_key(inner) - 1, inner)  # the dtype's value just below it (inner > z_min here)
+    if below == inner:  # +0.0: the key below is -0.0's, the same value
+        below = key_value(order_key(inner) - 2, inner)
     if below >= lo:
         near_append_blocks(z, m, 0, z.shape[0], lo, below, ws)
     near_fill(s, ws)

@@ -539,7 +539,7 @@ def _ws(vocab: int):
     return cpu.COMPILED["thread_ws"](0, vocab, cpu.COMPILED["small_arrays"](1), rows_f, rows_i)
 
 
-@pytest.mark.parametrize("row", ["flat", "gaps on the pivots"])
+@pytest.mark.parametrize("row", ["flat", "gaps on the pivots", "three tokens"])
 def test_a_count_scan_counts_exactly_from_logit_floors(row):
     """A count scan of a row with no infinite logit compares the raw logits against each pivot's lowest
     logit (found by bisection over the dtype) instead of computing gaps: its counts equal a float64
@@ -550,6 +550,8 @@ def test_a_count_scan_counts_exactly_from_logit_floors(row):
 
     compiled = cpu.COMPILED
     z = (torch.randn(20000, generator=torch.Generator().manual_seed(5)) * 2.5).numpy()
+    if row == "three tokens":  # fewer tokens than pivots
+        z = np.array([0.5, -1.0, 3.0], dtype=np.float32)
     if row == "gaps on the pivots":
         z[: 8 * 100] = np.repeat(np.float32(z.max()) - np.array([0.0, 1.0, 4.0, 8.0, 16.0, 1.0 + 2**-20, 8.0 - 2**-20, 3.5],
                                                              dtype=np.float32), 100)
