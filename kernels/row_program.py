@@ -377,7 +377,6 @@ def top_h_rough(z, m, z_min, s, alpha, mk, ws):
     mass) ``certain`` is false and the exact search runs."""
     piv = ws[1]
     acc = ws[0]
-    cache = ws[4]
     npiv = piv.shape[0]
     first_pivots(piv, s, NEAR_NATS_SHORT)
     near = row_scan_rough(z, m, z_min, s, npiv, ws)
