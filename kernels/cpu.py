@@ -1154,17 +1154,23 @@ def near_append_blocks(z, m, start, count, lo, top, ws):
     """Append row tokens ``start...`` with ``lo <= z <= top`` (row dtype; lowest_passing's floors make
     these exactly the tokens within a gap) to the near tier, gap and id; near_fill adds their ``e^-x``."""
     meta = ws[LIST_META]
-    n_near = int(meta[META_NEAR_COUNT])
-    end = start + count
-    for block in range(start, end, 64):
+    meta[META_NEAR_COUNT] = append_within(z, m, start, count, lo, top, ws[NEAR_D], ws[NEAR_I],
+                                          int(meta[META_NEAR_COUNT]))
+
+
+def append_within(z, m, start, count, lo, top, gaps, ids, n):
+    """Append row tokens ``start...start + count`` (64-aligned ``start``) with ``lo <= z <= top`` (row dtype)
+    to ``gaps``/``ids`` after their first ``n`` entries, in id order, 64 tokens per compare (only the
+    passing ones are visited, however few or many); returns the new count."""
+    for block in range(start, start + count, 64):
         mask = block_within(z, block, lo, top) if block + 64 <= z.shape[0] else tail_within(z, block, lo, top)
         while mask != 0:
             i = block + trailing_zeros(mask)
-            ws[NEAR_D][n_near] = m - np.float64(z[i])
-            ws[NEAR_I][n_near] = i
-            n_near += 1
+            gaps[n] = m - np.float64(z[i])
+            ids[n] = i
+            n += 1
             mask &= mask - np.uint64(1)
-    meta[META_NEAR_COUNT] = n_near
+    return n
 
 
 def row_bins_rough(z, m, z_min, s, frac, raw, ws):
@@ -1291,17 +1297,8 @@ def bins_through(z, m, mz, s, lo, hi, ws):
     list_i = ws[LIST_I]
     tmp_d = ws[TMP_D]
     tmp_i = ws[TMP_I]
-    vocab = z.shape[0]
-    listed = 0
+    listed = append_within(z, m, 0, z.shape[0], lo, mz, list_d, list_i, 0)
     n = 0
-    for start in range(0, vocab, 64):
-        mask = block_within(z, start, lo, mz) if start + 64 <= vocab else tail_within(z, start, lo, mz)
-        while mask != 0:  # the passing tokens alone, however few or many
-            i = start + trailing_zeros(mask)
-            list_d[listed] = m - np.float64(z[i])
-            list_i[listed] = i
-            listed += 1
-            mask &= mask - np.uint64(1)
     for j in range(listed):  # bin b's tokens: the list's lowest logits
         if list_d[j] > m - np.float64(hi):
             tmp_d[n] = list_d[j]
