@@ -89,7 +89,12 @@ BIN_SUMS = 21                               # row_bins_rough's histogram
 META_VALID, META_TOP, META_SCALE, META_COUNT, META_NEAR_TOP, META_NEAR_COUNT, META_POSITIONAL = 0, 1, 2, 3, 4, 5, 6
 # Of the row, not of the list (row_max's): 1 when no logit is infinite, and the lowest finite logit
 META_FINITE, META_LOWEST = 7, 8
-META_SIZE = 9
+# The address of the thread's next row (0: none), prefetched by the row's compute-bound first pass
+# (prefetch_ahead), and the cache level it is asked into (llvm.prefetch's locality)
+META_AHEAD = 9
+META_SIZE = 10
+AHEAD_LOCALITY = 2
+LINE_BYTES = 64
 # A chunk's stages: ``gaps`` (inf for tokens outside the scan), ``es = e^-x`` and ``qs = x·e^-x`` (both 0
 # outside) with ``x = s·gap``, written by the loop that also sums them (one pass over the chunk: the
 # exponential and seven reductions vectorise together), so that the pivot sums are plain or blended adds.
@@ -182,6 +187,43 @@ def _flip_below_sign(builder, bits, width):
     word = ir.IntType(width)
     below_sign = builder.and_(builder.ashr(bits, ir.Constant(word, width - 1)), ir.Constant(word, (1 << (width - 1)) - 1))
     return builder.xor(bits, below_sign)
+
+
+@intrinsic
+def address_of(typingctx, arr):
+    """The address of an array's first element, as an int64."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(data, ir.IntType(64))
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def prefetch_at(typingctx, address):
+    """Ask for the cache line at ``address`` (an int64) ahead of use: a hint, which never faults."""
+    def codegen(context, builder, signature, args):
+        byte_ptr = ir.IntType(8).as_pointer()
+        word = ir.IntType(32)
+        fn = builder.module.declare_intrinsic("llvm.prefetch", fnty=ir.FunctionType(
+            ir.VoidType(), [byte_ptr, word, word, word]))
+        builder.call(fn, [builder.inttoptr(args[0], byte_ptr), ir.Constant(word, 0),
+                          ir.Constant(word, AHEAD_LOCALITY), ir.Constant(word, 1)])
+        return context.get_dummy_value()
+    return types.void(types.int64), codegen
+
+
+def prefetch_ahead(z, start, count, ws):
+    """Prefetch the bytes of the thread's next row that lie where row tokens ``start...`` lie in this one:
+    called by a row's compute-bound first pass, it overlaps the next row's trip from memory with this
+    row's arithmetic (its max pass, memory-bound, then reads it from cache)."""
+    at = ws[LIST_META][META_AHEAD]
+    if at > 0.0:
+        base = np.int64(at) + start * z.itemsize
+        for offset in range(0, count * z.itemsize, LINE_BYTES):
+            prefetch_at(base + offset)
 
 
 @intrinsic
@@ -428,18 +470,20 @@ def list_worth_reading(ws, dt, hi, s):
     return list_covers(ws, dt, hi) & same_scale
 
 
-def list_ready(z, m, top, s, ws):
+def list_ready(z, m, top, s, once, ws):
     """The entries of the shortest list that holds every kept token with ``d <= top``, with ``e^-x`` at
     scale ``s`` (NO_SCALE: the caller reads no ``e^-x``; the list must cover ``top``): ``(gaps, ids,
     e^-x, count)``. The near tier itself when it reaches ``top`` at this scale (read in place: copying
-    it into the list cost more than reading it); else the list, made to hold exactly those tokens (and
-    compacted before its exponentials are computed, if they must be)."""
+    it into the list cost more than reading it); else the list, made to hold exactly those tokens
+    (compacted before its exponentials are computed, if they must be) unless the caller reads it
+    ``once`` and tests each entry's range itself: a compaction would read it all to spare one read."""
     meta = ws[LIST_META]
     if near_reaches(meta, top) & ((meta[META_SCALE] == s) | (s != s)):
         return ws[NEAR_D], ws[NEAR_I], ws[NEAR_E], int(meta[META_NEAR_COUNT])
     list_take_near(top, ws)
     list_materialise(z, m, ws)
-    if top < meta[META_TOP]:
+    rescale = (meta[META_SCALE] != s) & (s == s)
+    if (top < meta[META_TOP]) & ((not once) | rescale):
         list_compact(top, ws)
     list_rescale(s, ws)
     return ws[LIST_D], ws[LIST_I], ws[LIST_E], int(meta[META_COUNT])
@@ -670,7 +714,7 @@ def row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums):
     from_list = list_worth_reading(ws, dt, hi, s) if sums else list_covers(ws, dt, hi)
     total = z.shape[0]
     if from_list:
-        list_d, list_i, list_e, total = list_ready(z, m, top, s if sums else NO_SCALE, ws)
+        list_d, list_i, list_e, total = list_ready(z, m, top, s if sums else NO_SCALE, False, ws)
     # a whole-row scan without pivots wants sums alone (an entropy before a temperature changes the scale)
     record = (not from_list) & (lo < 0.0) & ((npiv > 0) | (hi < math.inf))
     # A bounded scan (a threshold rule's) lists its tokens by id: few of them, and the passes after it
@@ -765,6 +809,7 @@ def count_row(z, m, npiv, ws):
     vocab = z.shape[0]
     for start in range(0, vocab, CHUNK):
         count = min(CHUNK, vocab - start)
+        prefetch_ahead(z, start, count, ws)
         near_here = 0.0
         for k in range(npiv):
             c = chunk_at_least(z, start, count, floors[k])
@@ -835,7 +880,7 @@ def row_gather(z, m, dt, ilo, ihi, lo, hi, ws):
     tmp_i = ws[TMP_I]
     n = 0
     if list_covers(ws, dt, hi):
-        list_d, list_i, _, total = list_ready(z, m, min(hi, dt), NO_SCALE, ws)  # a gather reads no e^-x
+        list_d, list_i, _, total = list_ready(z, m, min(hi, dt), NO_SCALE, True, ws)  # a gather reads no e^-x
         for j in range(total):
             d = list_d[j]
             i = list_i[j]
@@ -876,7 +921,7 @@ def row_draw(z, m, s, dt, ilo, ihi, key, want, ws):
     """Sums of the kept set and the exponential race over it, from the token list when it covers the
     kept set."""
     if list_worth_reading(ws, dt, math.inf, s):
-        list_d, list_i, list_e, total = list_ready(z, m, dt, s, ws)
+        list_d, list_i, list_e, total = list_ready(z, m, dt, s, True, ws)
         return draw_over(z, m, s, dt, ilo, ihi, key, want, list_d, list_i, list_e, total, True, ws)
     if (dt == math.inf) & (ilo > ihi):  # every finite token is kept (a temperature-only chain)
         return draw_whole_row(z, m, s, key, want, ws)
@@ -1113,6 +1158,7 @@ def rough_sums_lean(z, m, mz, sz, z_min, top, near, at, ws):
     q = 0.0
     for start in range(0, vocab, CHUNK):
         count = min(CHUNK, vocab - start)
+        prefetch_ahead(z, start, count, ws)
         cg, cq, cn_top, cg_top, cq_top, c_near = chunk_rough_lean(z, mz, sz, start, count, top_z, loose)
         g += cg
         q += cq
@@ -1197,6 +1243,7 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
     q_raw = 0.0
     for start in range(0, vocab, CHUNK):
         count = min(CHUNK, vocab - start)
+        prefetch_ahead(z, start, count, ws)
         cg, cq = chunk_bins(z, mz, sz, start, count, bins, es, raw)
         g_raw += cg
         q_raw += cq
@@ -1413,6 +1460,8 @@ def run_chain(z, ops, prm, keys, out, tel, mode, limit, threads, rows_f, rows_i)
     writes = out.shape[0] == batch
     for b in prange(batch):
         ws = thread_ws(numba.get_thread_id(), vocab, small, rows_f, rows_i)
+        if b + 1 < batch:
+            ws[LIST_META][META_AHEAD] = np.float64(address_of(z[b + 1]))  # exact: addresses lie below 2^53
         key = step_key(keys[b, 0], keys[b, 1])
         run_row(z[b], ops, prm[b], key, out[b] if writes else out[0], tel[b], mode, limit, ws)
 
@@ -1438,6 +1487,7 @@ def thread_ws(t, vocab, small, rows_f, rows_i):
     accs, pivs, caches, chunks, hists, metas, chunks32, bin_sums = small
     size = acc_size(PIVOTS)
     f = rows_f[t]
+    metas[t, META_AHEAD] = 0.0
     return (accs[t, :size], pivs[t, :PIVOTS], f[0, :vocab], rows_i[t, 0, :vocab], caches[t, :size], f[1, :vocab],
             rows_i[t, 1, :vocab], chunks[t, 0, :CHUNK], chunks[t, 1, :CHUNK], chunks[t, 2, :CHUNK],
             hists[t, :3 * PIVOTS], f[2, :vocab], f[3, :vocab],

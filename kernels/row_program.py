@@ -420,31 +420,46 @@ def top_p_rough(z, m, z_min, s, p, mk, raw, ws):
     ``raw`` (taken by the same read of the row). row_bins_rough gives the tokens up to the bin
     where the mass crosses ``p`` exactly (float64 sums) and those after it roughly: ``G`` is then off by at
     most their error, which only the tail past the target carries (a tenth of the mass for p = 0.9), and
-    the walk through the bin decides each token on exact sums. Its target is certain when the token is
-    kept (mass before it below ``p·G`` by more than ``p`` times that error, or within min_tokens_to_keep)
-    and the next is not (mass through the target above ``p·G`` by as much): both hold for any ``G`` in
-    the error's range. Otherwise, or when the target lies outside the bin, the exact search runs."""
+    the walk through the bin decides each token on exact sums (bin_target). When that bound leaves the
+    target open (a few rows in a hundred: it assumes every float32 exponential off by its worst, the
+    same way), one float64 sum of the row makes ``G`` exact and the walk is tried again, which costs a
+    tenth of the exact search. Otherwise, or when the target lies outside the bin, the exact search runs."""
     found, n, bc, bg, g_through, g_rest, xg_rest, g_raw, q_raw = row_bins_rough(z, m, z_min, s, p, raw, ws)
     if not found:
         return False, INF, 1, 0, g_raw, q_raw
-    cand_d = ws[2]
-    cand_i = ws[3]
     g = g_through + g_rest
     # the tail's bound, widened for its own rough sums (1e-3), the tokens past the histogram's 128 nats
     # that it leaves massless (each below 2e-38), and float64's rounding of the sums
     error = (ROUGH_EPS_TOKEN * g_rest + ROUGH_EPS_X * xg_rest) * 1.001 + 2e-38 * z.shape[0] + 1e-12 * g
-    a = p * g
-    margin = p * error
+    certain, j = bin_target(ws[2], n, s, bc, bg, p * g, p * error, mk)
+    if not certain:
+        row_scan(z, m, s, INF, 1, 0, -1.0, INF, 0, ws, True)
+        g = ws[0][A_G]
+        # at worst, float64's rounding of this sum, of the walk's and of the exact search's (its G and
+        # prefix sums), each below n·2^-53·G; the exponentials' own errors lie far below
+        error = g * z.shape[0] * 2.0 ** -51
+        certain, j = bin_target(ws[2], n, s, bc, bg, p * g, p * error, mk)
+    if not certain:
+        return False, INF, 1, 0, g_raw, q_raw
+    dt, ilo, ihi = cut_prefix(INF, 1, 0, ws[2][j], ws[3][j], True)
+    return True, dt, ilo, ihi, g_raw, q_raw
+
+
+def bin_target(cand_d, n, s, bc, bg, a, margin, mk):
+    """The walk through top_p_rough's bin (``n`` tokens sorted by gap, after ``bc`` tokens of mass ``bg``)
+    to the token where the mass reaches ``a``, known to within ``margin``: ``(certain, j)``. The target
+    is certain when it is kept (the mass before it below ``a`` by more than the margin, or within
+    min_tokens_to_keep) and the next token is not (the mass through the target above ``a`` by as much):
+    both then hold for any ``a`` in the margin's range."""
     g_before = bg
     for j in range(n):
         position = bc + j
         if not (position < mk or g_before < a - margin):
-            return False, INF, 1, 0, g_raw, q_raw
+            return False, 0
         g_before += math.exp(-s * cand_d[j])
         if position + 1.0 >= mk and g_before >= a + margin:
-            dt, ilo, ihi = cut_prefix(INF, 1, 0, cand_d[j], cand_i[j], True)
-            return True, dt, ilo, ihi, g_raw, q_raw
-    return False, INF, 1, 0, g_raw, q_raw
+            return True, j
+    return False, 0
 
 
 def keep_prefix(z, m, s, dt, ilo, ihi, kind, a, b, c, mk, cached, ws):
