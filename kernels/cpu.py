@@ -621,14 +621,20 @@ def raw_token(x):
 
 
 def exp_neg_f32(xf):
-    """``e^-x`` in float32 for ``0 <= x <= EXP_LIMIT_F32`` (relative error below float32's rounding of
-    ``x`` itself): k from a conversion, which AVX2 vectorises for float32, and a degree-7 polynomial."""
+    """``e^-x`` in float32 for ``0 <= x <= EXP_LIMIT_F32`` (relative error below 1.1e-7, measured on 2·10⁶
+    points; float32's rounding of ``x`` itself adds more): k from a conversion, which AVX2 vectorises for
+    float32, and a degree-7 polynomial in Estrin's form, 1 added last. The chunk loops that inline it are
+    bound by its latency, not their throughput: Horner's chain of seven FMAs made the rough scan 7% slower
+    (its error 7.8e-8)."""
     k = np.int32(xf * LOG2E_F32 + np.float32(0.5))  # round half up: xf >= 0
     kf = np.float32(k)
     r = (kf * LN2_HI_F32 - xf) + kf * LN2_LO_F32
-    p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1.6666667e-01) + r * (
-        np.float32(4.1666668e-02) + r * (np.float32(8.3333338e-03) + r * (np.float32(1.3888889e-03) + r * np.float32(
-            1.9841270e-04)))))))
+    r2 = r * r
+    r4 = r2 * r2
+    p23 = np.float32(0.5) + r * np.float32(1.6666667e-01)
+    p45 = np.float32(4.1666668e-02) + r * np.float32(8.3333338e-03)
+    p67 = np.float32(1.3888889e-03) + r * np.float32(1.9841270e-04)
+    p = np.float32(1.0) + ((r + r2 * p23) + r4 * (p45 + r2 * p67))
     return p * bits_float32(np.int32((np.int32(127) - k) << np.int32(23)))  # 2^-k
 
 
@@ -1247,8 +1253,8 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
         cg, cq = chunk_bins(z, mz, sz, start, count, bins, es, raw)
         g_raw += cg
         q_raw += cq
-        for j in range(count):  # a scatter: scalar, about 1 ns a token
-            sums[int(bins[j])] += np.float64(es[j])
+        for j in range(count):  # a scatter: scalar, about 0.8 ns a token (an unsigned index: no wraparound test)
+            sums[np.uint64(np.int32(bins[j]))] += np.float64(es[j])
     if not raw:
         g_raw = q_raw = math.nan
     total = 0.0
