@@ -478,11 +478,11 @@ def list_ready(z, m, top, s, once, ws):
     (compacted before its exponentials are computed, if they must be) unless the caller reads it
     ``once`` and tests each entry's range itself: a compaction would read it all to spare one read."""
     meta = ws[LIST_META]
-    if near_reaches(meta, top) & ((meta[META_SCALE] == s) | (s != s)):
+    rescale = needs_rescale(meta, s)
+    if near_reaches(meta, top) & (not rescale):
         return ws[NEAR_D], ws[NEAR_I], ws[NEAR_E], int(meta[META_NEAR_COUNT])
     list_take_near(top, ws)
     list_materialise(z, m, ws)
-    rescale = (meta[META_SCALE] != s) & (s == s)
     if (top < meta[META_TOP]) & ((not once) | rescale):
         list_compact(top, ws)
     list_rescale(s, ws)
@@ -562,11 +562,17 @@ def list_append(start, count, listed, ws):
     return listed
 
 
+def needs_rescale(meta, s):
+    """Whether the list's ``e^-x`` must be recomputed for a reader at scale ``s`` (NO_SCALE: one that reads
+    none)."""
+    return (meta[META_SCALE] != s) & (s == s)
+
+
 def list_rescale(s, ws):
     """Recompute the list's ``e^-x`` for a new scale (after a temperature, or for a list that a count
     scan recorded without them); nothing for NO_SCALE."""
     meta = ws[LIST_META]
-    if (meta[META_SCALE] == s) | (s != s):
+    if not needs_rescale(meta, s):
         return
     meta[META_NEAR_TOP] = -math.inf  # its e^-x are for the old scale
     list_d = ws[LIST_D]
