@@ -1243,7 +1243,7 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
     only in the last bin. With ``raw``, the same read of the row also takes row_raw_sums' G and Q, found
     or not (the two last results; NaN without)."""
     es = ws[ES32]
-    bins = ws[GAPS32]
+    bins = ws[GAPS32].view(np.int32)  # the float32 stage's memory, holding int32 bins
     sums = ws[BIN_SUMS]
     mz, sz = in_row_dtype(z, m, s)
     if not abs(sz) < math.inf:  # a scale beyond float32 (T below ~3e-39): x = inf·0 would be NaN
@@ -1253,18 +1253,20 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
     sums[:] = 0.0
     g_raw = 0.0
     q_raw = 0.0
+    used = 0  # the highest bin with a token: the loops over bins stop there (a row spans ~700 of 4096)
     for start in range(0, vocab, CHUNK):
         count = min(CHUNK, vocab - start)
         prefetch_ahead(z, start, count, ws)
-        cg, cq = chunk_bins(z, mz, sz, start, count, bins, es, raw)
+        cg, cq, top = chunk_bins(z, mz, sz, start, count, bins, es, raw)
         g_raw += cg
         q_raw += cq
-        for j in range(count):  # a scatter: scalar, about 0.8 ns a token (an unsigned index: no wraparound test)
-            sums[np.uint64(np.int32(bins[j]))] += np.float64(es[j])
+        used = max(used, top)
+        for j in range(count):  # a scatter: scalar, about 0.6 ns a token (an unsigned index: no wraparound test)
+            sums[np.uint64(np.uint32(bins[j]))] += np.float64(es[j])
     if not raw:
         g_raw = q_raw = math.nan
     total = 0.0
-    for k in range(BINS):
+    for k in range(used + 1):
         sums[k] *= BIN_WEIGHTS[k]
         total += sums[k]
     target = frac * total
@@ -1277,7 +1279,7 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
         return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
     g_rest = 0.0
     xg_rest = 0.0
-    for k in range(b + 1, BINS):
+    for k in range(b + 1, used + 1):
         g_rest += sums[k]
         xg_rest += sums[k] * (k + 1.0)  # the bin's top
     xg_rest /= np.float64(BIN_SCALE)
@@ -1301,23 +1303,26 @@ def bin_position(dz, sz):
 
 
 def chunk_bins(z, mz, sz, start, count, bins, es, raw):
-    """The bins (as floats) of row tokens ``start...`` and their masses relative to their bin's weight
-    (``e^-r``), and with ``raw`` their raw sums (chunk_raw_sums; zeros without)."""
+    """The bins (int32, which the scatter reads without a conversion: 15% of the histogram's time) of
+    row tokens ``start...`` and their masses relative to their bin's weight (``e^-r``), and with ``raw``
+    their raw sums (chunk_raw_sums; zeros without); returns those and the highest bin."""
     g = np.float32(0.0)
     q = np.float32(0.0)
+    top = np.int32(0)
     for j in range(count):
         dz = mz - z[np.uint64(start + j)]
         t = bin_position(dz, sz)
-        k = np.float32(np.int32(t))
-        r = (t - k) * np.float32(1.0 / 32.0)  # exact: t − k by Sterbenz's lemma, then a power of two
+        ki = np.int32(t)
+        r = (t - np.float32(ki)) * np.float32(1.0 / 32.0)  # exact: t − k by Sterbenz's lemma, then a power of two
         e = np.float32(1.0) - r * (np.float32(1.0) - r * (np.float32(0.5) - r * np.float32(1.0 / 6.0)))
         es[j] = e
-        bins[j] = k
+        bins[j] = ki
+        top = max(top, ki)
         if raw:
             xf, e_raw = raw_token(dz)
             g += e_raw
             q += xf * e_raw
-    return np.float64(g), np.float64(q)
+    return np.float64(g), np.float64(q), np.int64(top)
 
 
 def passes(v, m, mz, sz, bound, by_bin):

@@ -486,6 +486,34 @@ def test_top_p_from_a_rough_histogram_is_exact_at_its_bound(shape):
     assert outcomes["certified"] >= 0.75 * 3 * 8 * 6, outcomes
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 600), st.sampled_from([1e-3, 0.05, 0.5, 4.0, 40.0]), st.floats(0.05, 1.0),
+       st.integers(0, 2**32 - 1))
+def test_top_p_walks_its_histogram_only_to_the_rows_highest_bin(n, width, p, seed):
+    """row_bins_rough sums and walks its histogram only up to the highest bin a token fell in (a row
+    spans a few hundred of the 4,096). Rows spanning 1 to ~1,300 bins, with p up to 1, put the target in
+    or just before that bin: a certified kept set is the float64 walk's, the chain keeps it, and the
+    histogram above the highest bin is empty."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+
+    rng = np.random.default_rng(seed)
+    row = torch.from_numpy((rng.random(n) * width).astype(np.float32))
+    z = row.double().numpy()
+    compiled = cpu.COMPILED
+    rows_f, rows_i = _cpu_buffers(1, n)
+    ws = compiled["thread_ws"](0, n, compiled["small_arrays"](1), rows_f, rows_i)
+    m, _, z_min = compiled["row_max"](row.numpy(), ws)
+    expected = _top_p_expected(z, p)
+    sure, dt, ilo, ihi, _, _ = compiled["top_p_rough"](row.numpy(), m, z_min, 1.0, p, 1.0, False, ws)
+    d = m - z
+    kept = (d < dt) | ((d == dt) & (np.arange(n) >= ilo) & (np.arange(n) <= ihi))
+    assert not sure or set(np.flatnonzero(kept).tolist()) == expected
+    highest = int(np.minimum((np.float32(m) - row.numpy()) * np.float32(32), cpu.LAST_BIN).max())
+    assert not ws[cpu.BIN_SUMS][highest + 1:].any()
+    _assert_keeps(SamplerChain([TopP(p)]), row, expected, (n, width, p))
+
+
 def test_the_float32_exponential_is_within_its_documented_error():
     """cpu.exp_neg_f32 (Estrin's form, for latency) stays within 1.1e-7 of float64's e^-x on a dense
     float32 grid of [0, 87] and at the ends of its range reduction's intervals (x = k·ln 2 ± ln 2 / 2):
