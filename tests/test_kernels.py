@@ -595,6 +595,31 @@ def test_a_rough_histogram_bin_stays_within_the_bound_top_p_assumes(t, top, dtyp
     assert binned[-1] == 0.0 and (exact[-1] <= 2e-38 * z.size)  # the last bin's tokens: past 128 nats
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 700), st.sampled_from([0.0, 0.01, 0.11, 0.5, 0.95, 1.0]), st.integers(0, 3),
+       st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_appending_a_rows_tokens_within_bounds_lists_exactly_them_in_id_order(vocab, share, before, dtype, seed):
+    """cpu.append_within lists every token with lo <= z <= top, gap and id, after the list's first
+    entries and in id order, whatever their share of the row (its first eight per block go unrolled,
+    the rest one by one; near the list's end one by one), in a list no longer than the row."""
+    from entrodec.kernels import cpu
+
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=vocab).astype(dtype)
+    m = float(z.max())
+    lo = np.quantile(z, 1.0 - share) if share > 0 else np.inf
+    lo = z.dtype.type(lo) if share < 1.0 else z.min()
+    inside = np.flatnonzero((z >= lo) & (z <= z.dtype.type(m)))
+    before = min(before, vocab - inside.size)
+    gaps = np.full(vocab, np.nan)
+    ids = np.full(vocab, -1, dtype=np.int64)
+    n = cpu.COMPILED["append_within"](z, m, 0, vocab, lo, z.dtype.type(m), gaps, ids, before)
+    assert n == before + inside.size
+    assert (ids[before:n] == inside).all()
+    assert (gaps[before:n] == m - z[inside].astype(np.float64)).all()
+    assert np.isnan(gaps[:before]).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_prefetched_next_row_starts_at_its_first_logit_and_a_prefetch_never_faults(dtype):
     """run_chain hands each row the address of the next (cpu.address_of), which the row's first
