@@ -227,17 +227,6 @@ def prefetch_ahead(z, start, count, ws):
 
 
 @intrinsic
-def popcount(typingctx, x):
-    """The number of set bits of the uint64 ``x`` (one instruction)."""
-    if x != types.uint64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-    return types.uint64(types.uint64), codegen
-
-
-@intrinsic
 def bits_float32(typingctx, x):
     """The float32 whose bits are the int32 ``x``."""
     def codegen(context, builder, signature, args):
@@ -1250,37 +1239,15 @@ def near_append_blocks(z, m, start, count, lo, top, ws):
 def append_within(z, m, start, count, lo, top, gaps, ids, n):
     """Append row tokens ``start...start + count`` (64-aligned ``start``) with ``lo <= z <= top`` (row dtype)
     to ``gaps``/``ids`` after their first ``n`` entries, in id order, 64 tokens per compare (only the
-    passing ones are visited, however few or many); returns the new count. A block's first eight go
-    with no test between them (entries past its count are written and then overwritten or left beyond
-    the count), the rest one by one: a loop over every token mispredicts its exit at nearly every block,
-    which cost listing a tenth of a row a quarter of its time."""
-    room = gaps.shape[0] - 8
+    passing ones are visited, however few or many); returns the new count."""
     for block in range(start, start + count, 64):
         mask = block_within(z, block, lo, top) if block + 64 <= z.shape[0] else tail_within(z, block, lo, top)
-        if mask == 0:
-            continue
-        listed = np.int64(popcount(mask))
-        if (listed < 4) | (n > room):  # few (eight writes would cost more), or too near the end
-            while mask != 0:
-                i = block + trailing_zeros(mask)
-                gaps[n] = m - np.float64(z[i])
-                ids[n] = i
-                n += 1
-                mask &= mask - np.uint64(1)
-            continue
-        for u in range(8):
-            i = block + (trailing_zeros(mask) & np.uint64(63))  # an emptied mask reads token ``block``
-            gaps[n + u] = m - np.float64(z[i])
-            ids[n + u] = i
-            mask &= mask - np.uint64(1)
-        k = n + 8
         while mask != 0:
             i = block + trailing_zeros(mask)
-            gaps[k] = m - np.float64(z[i])
-            ids[k] = i
-            k += 1
+            gaps[n] = m - np.float64(z[i])
+            ids[n] = i
+            n += 1
             mask &= mask - np.uint64(1)
-        n += listed
     return n
 
 

@@ -600,8 +600,7 @@ def test_a_rough_histogram_bin_stays_within_the_bound_top_p_assumes(t, top, dtyp
        st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
 def test_appending_a_rows_tokens_within_bounds_lists_exactly_them_in_id_order(vocab, share, before, dtype, seed):
     """cpu.append_within lists every token with lo <= z <= top, gap and id, after the list's first
-    entries and in id order, whatever their share of the row (its first eight per block go unrolled,
-    the rest one by one; near the list's end one by one), in a list no longer than the row."""
+    entries and in id order, whatever their share of the row, in a list no longer than the row."""
     from entrodec.kernels import cpu
 
     rng = np.random.default_rng(seed)
