@@ -282,7 +282,7 @@ def chunk_from_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, lo, h
 def chunk_draw_list(list_d, list_i, list_e, start, count, s, dt, ilo, ihi, gaps, es):
     """chunk_from_list for the draw over a list that holds every kept token: the kept entries' gaps and
     ``e^-x`` (inf and 0 for the others) and their count, G and Q alone (the four other sums and the
-    ``x·e^-x`` stage cost the draw a fifth of its time)."""
+    ``x·e^-x`` stage cost the draw a sixth of its time)."""
     n = 0.0
     g = 0.0
     q = 0.0
