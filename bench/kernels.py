@@ -4,7 +4,8 @@
     python bench/kernels.py --device cuda    # GPU (writes bench/out/kernels_cuda.{json,png})
 
 For each logits shape and chain, the time of one sampling step (process + draw), median of repeats
-after a warm-up, for:
+after a warm-up, the calls of all of these interleaved (so that the ratios are taken in one state of
+the machine; at the CPU's two largest shapes, the two competitors' calls, seconds each, on their own):
 
 - ``entrodec``: the fused kernel, draw only (``mode=DRAW``: what transformers' loop needs);
 - ``entrodec+telemetry``: the same pass also reporting entropy before/after, kept-set size and
@@ -25,6 +26,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,22 +60,39 @@ def synchronize(device: str) -> None:
 
 def timed(fn, device: str, repeats: int) -> float:
     """Median seconds of ``repeats`` calls (after one warm-up call)."""
-    fn()
+    return timed_together({"fn": fn}, device, repeats)["fn"]
+
+
+def timed_together(fns: dict[str, Callable[[], object]], device: str, repeats: int) -> dict[str, float]:
+    """Median seconds of ``repeats`` calls of each function (after one warm-up call each), the calls
+    interleaved round-robin with the order rotating every round: this machine drifts between phases
+    that change every timing by 20-40%, and a ratio of medians taken minutes apart would carry that
+    drift; taken together, both sides see the same phases."""
+    for fn in fns.values():
+        fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        turn = round_ % len(names)
+        for name in names[turn:] + names[:turn]:
+            times[name].append(one_call(fns[name], device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def one_call(fn, device: str) -> float:
+    """Seconds of one call, on the GPU by its events (the launch queue drained first)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def logits(shape, device: str) -> torch.Tensor:
@@ -146,17 +165,21 @@ def main() -> None:
         z = logits(shape, device)
         seeds = torch.arange(shape[0], device=device)
         if device == "cuda":
-            floor = {"one read (torch amax)": timed(lambda: z.amax(), device, repeats)}
-            floor["HBM bound"] = z.numel() * 4 / bandwidth
+            reads = {"one read (torch amax)": lambda: z.amax()}
         else:
             array = z.numpy()
-            floor = {"one read (numpy max)": timed(lambda: np.max(array), device, repeats)}
+            reads = {"one read (numpy max)": lambda: np.max(array)}
         for name in CHAINS:
             runners = make_runners(name, z, seeds)
+            # the floor is timed with our kernel, call for call, so that "vs floor" is one phase's ratio;
+            # the competitors too, except where a call takes seconds (then 2 calls, on their own)
             slow = shape[0] * shape[1] > 5e6 and device == "cpu"
-            times = {label: timed(fn, device, 2 if slow and label in ("transformers", "torch reference") else repeats)
-                     for label, fn in runners.items()}
-            times |= floor
+            competitors = {label: runners.pop(label) for label in ("torch reference", "transformers")} if slow else {}
+            times = timed_together(runners | reads, device, repeats)
+            times |= timed_together(competitors, device, 2) if competitors else {}
+            if device == "cuda":
+                times["HBM bound"] = z.numel() * 4 / bandwidth
+            floor = {k: v for k, v in times.items() if k.startswith("one read") or k == "HBM bound"}
             row = dict(shape=list(shape), chain=name, seconds=times)
             rows.append(row)
             ours = times["entrodec"]
