@@ -4,8 +4,9 @@
     python bench/kernels.py --device cuda    # GPU (writes bench/out/kernels_cuda.{json,png})
 
 For each logits shape and chain, the time of one sampling step (process + draw), median of repeats
-after a warm-up, the calls of all of these interleaved (so that the ratios are taken in one state of
-the machine; at the CPU's two largest shapes, the two competitors' calls, seconds each, on their own):
+after a warm-up, for the following. Our two calls and the floor's are interleaved, so that their ratio
+is taken in one state of the machine, which drifts; the competitors' calls are interleaved apart (2 of
+each at the CPU's two largest shapes, where they take seconds):
 
 - ``entrodec``: the fused kernel, draw only (``mode=DRAW``: what transformers' loop needs);
 - ``entrodec+telemetry``: the same pass also reporting entropy before/after, kept-set size and
@@ -171,12 +172,12 @@ def main() -> None:
             reads = {"one read (numpy max)": lambda: np.max(array)}
         for name in CHAINS:
             runners = make_runners(name, z, seeds)
-            # the floor is timed with our kernel, call for call, so that "vs floor" is one phase's ratio;
-            # the competitors too, except where a call takes seconds (then 2 calls, on their own)
-            slow = shape[0] * shape[1] > 5e6 and device == "cpu"
-            competitors = {label: runners.pop(label) for label in ("torch reference", "transformers")} if slow else {}
+            # the floor is timed with our kernel, call for call, so that "vs floor" is one phase's ratio; the
+            # competitors apart (their calls churn through memory: whatever ran after one would run cold)
+            competitors = {label: runners.pop(label) for label in ("torch reference", "transformers")}
+            slow = shape[0] * shape[1] > 5e6 and device == "cpu"  # their calls take seconds
             times = timed_together(runners | reads, device, repeats)
-            times |= timed_together(competitors, device, 2) if competitors else {}
+            times |= timed_together(competitors, device, 2 if slow else repeats)
             if device == "cuda":
                 times["HBM bound"] = z.numel() * 4 / bandwidth
             floor = {k: v for k, v in times.items() if k.startswith("one read") or k == "HBM bound"}
