@@ -619,6 +619,62 @@ def test_appending_a_rows_tokens_within_bounds_lists_exactly_them_in_id_order(vo
     assert np.isnan(gaps[:before]).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 700), st.sampled_from([0.01, 0.11, 0.5, 1.0]), st.sampled_from([0.0, 0.3, 1.0]),
+       st.booleans(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_top_ps_list_and_its_lowest_bin_are_split_off_in_one_read(vocab, share, low_share, infinite, dtype, seed):
+    """cpu.append_split, top-p's listing: every token with lo <= z <= top in id order, as append_within,
+    and the entries with a gap above m - hi copied apart, also in id order, on rows with and without
+    infinite logits (without them it tests each token against lo alone)."""
+    from entrodec.kernels import cpu
+
+    rng = np.random.default_rng(seed)
+    z = np.round(rng.normal(size=vocab) * 4) / 4  # ties
+    if infinite:
+        z[rng.integers(0, vocab, 3)] = -np.inf
+        z[rng.integers(0, vocab)] = np.inf
+    z = z.astype(dtype)
+    finite_z = z[np.isfinite(z)]
+    if finite_z.size == 0:
+        return
+    top = z.dtype.type(finite_z.max())
+    m = float(top)
+    lo = z.dtype.type(np.quantile(finite_z, 1.0 - share))
+    hi = z.dtype.type(np.quantile(finite_z, 1.0 - share * low_share))
+    inside = np.flatnonzero((z >= lo) & (z <= top))
+    gaps = np.full(vocab, np.nan)
+    ids = np.full(vocab, -1, dtype=np.int64)
+    low_gaps = np.full(vocab, np.nan)
+    low_ids = np.full(vocab, -1, dtype=np.int64)
+    n, n_low = cpu.COMPILED["append_split"](z, m, lo, hi, top, not infinite, gaps, ids, low_gaps, low_ids)
+    assert n == inside.size
+    assert (ids[:n] == inside).all() and (gaps[:n] == m - z[inside].astype(np.float64)).all()
+    low = gaps[:n] > m - np.float64(hi)
+    assert n_low == low.sum()
+    assert (low_ids[:n_low] == inside[low]).all() and (low_gaps[:n_low] == gaps[:n][low]).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 900), st.sampled_from(["spread", "ties", "one value", "subnormal width", "wide"]),
+       st.integers(0, 2**32 - 1))
+def test_sorting_a_bins_tokens_by_gap_is_a_stable_sort(n, kind, seed):
+    """cpu.sort_by_gap (top-p's walk through its target bin needs the bin's tokens by gap, ties by id)
+    gives exactly NumPy's stable argsort order, whatever the spread of the gaps."""
+    from entrodec.kernels import cpu
+
+    rng = np.random.default_rng(seed)
+    gaps = {"spread": lambda: rng.random(n) * 0.03 + 2.0, "ties": lambda: rng.integers(0, 4, n) * 0.01,
+            "one value": lambda: np.full(n, 1.5), "subnormal width": lambda: 1e-310 + rng.integers(0, 2, n) * 5e-324,
+            "wide": lambda: np.where(rng.random(n) < 0.5, rng.random(n) * 1e-300, rng.random(n) * 1e300)}[kind]()
+    ids = rng.permutation(10 * n + 1)[:n].astype(np.int64)
+    out_gaps = np.full(n + 1, np.nan)
+    out_ids = np.full(n + 1, -1, dtype=np.int64)
+    cpu.COMPILED["sort_by_gap"](gaps, ids, n, out_gaps, out_ids, np.empty(max(n, 2)))
+    order = np.argsort(gaps, kind="stable")
+    assert (out_gaps[:n] == gaps[order]).all() and (out_ids[:n] == ids[order]).all()
+    assert np.isnan(out_gaps[n]) and out_ids[n] == -1
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_prefetched_next_row_starts_at_its_first_logit_and_a_prefetch_never_faults(dtype):
     """run_chain hands each row the address of the next (cpu.address_of), which the row's first
