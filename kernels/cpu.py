@@ -1434,12 +1434,12 @@ def append_split(z, m, lo, hi, top, finite, gaps, ids, low_gaps, low_ids):
         while mask != 0:
             i = block + trailing_zeros(mask)
             d = m - np.float64(z[i])
-            gaps[n] = d
-            ids[n] = i
+            gaps[np.uint64(n)] = d  # unsigned: no wraparound test, a third of this loop's instructions
+            ids[np.uint64(n)] = i
             n += 1
             if d > d_hi:
-                low_gaps[n_low] = d
-                low_ids[n_low] = i
+                low_gaps[np.uint64(n_low)] = d
+                low_ids[np.uint64(n_low)] = i
                 n_low += 1
             mask &= mask - np.uint64(1)
     return n, n_low
