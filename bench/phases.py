@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import torch
 
-from kernels import CHAINS, logits, make_runners
+from kernels import CHAINS, logits, make_runners, one_call
 
 
 @numba.njit(cache=True)
@@ -96,9 +96,7 @@ def main() -> None:
         window_end = time.monotonic() + args.window
         while time.monotonic() < window_end:
             for name, fn in workloads.items():
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
+                times[name].append(one_call(fn, "cpu"))
         medians = {k: statistics.median(v) for k, v in times.items()}
         windows.append(dict(t=time.monotonic() - started, seconds=medians))
         print(f"{windows[-1]['t']:7.1f}  " + "  ".join(f"{v * 1e3:16.3f}" for v in medians.values())
