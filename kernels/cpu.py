@@ -67,6 +67,13 @@ BIN_SCALE = np.float32(32.0)
 LAST_BIN = np.float32(BINS - 1)
 BIN_WEIGHTS = np.exp(-np.arange(BINS) / 32.0)
 BIN_WEIGHTS[-1] = 0.0
+# row_max_bins' histogram, taken before the maximum is known: bins of 1/32 scaled nat counted from zero,
+# ``k = ⌈32·s·z⌉`` (abs_bin), stored at ``k mod BINS``. It serves when the row's bins span fewer than BINS - 1
+# (under 128 nats), and ``k`` stays far from int32's ends.
+BIN_MASK = np.int32(BINS - 1)
+ABS_BIN_LIMIT = 2.0 ** 30
+# lowest_passing's tests (passes)
+BY_GAP, BY_BIN, BY_ABS_BIN = 0, 1, 2
 
 # Work arrays of one thread (``ws``): 0-4 as row_program describes; then
 TMP_D, TMP_I = 5, 6                         # gather scratch
@@ -855,7 +862,7 @@ def count_row(z, m, npiv, ws):
     z_min[0] = meta[META_LOWEST]
     floors = np.empty(npiv, dtype=z.dtype)  # the pivots' lowest logits, in the row's dtype
     for k in range(npiv):
-        floors[k] = lowest_passing(z, m, mz, sz, z_min[0], piv[k], False)
+        floors[k] = lowest_passing(z, m, mz, sz, z_min[0], piv[k], BY_GAP, 0)
     counts = np.zeros(npiv)
     meta[META_NEAR_COUNT] = 0.0
     vocab = z.shape[0]
@@ -1148,8 +1155,8 @@ def row_widen_near(z, m, s, npiv, ws):
     mz, sz = in_row_dtype(z, m, s)
     own = z[:1].copy()
     own[0] = meta[META_LOWEST]
-    lo = lowest_passing(z, m, mz, sz, own[0], top, False)
-    inner = lowest_passing(z, m, mz, sz, own[0], near, False)  # the old tier's tokens: z >= inner
+    lo = lowest_passing(z, m, mz, sz, own[0], top, BY_GAP, 0)
+    inner = lowest_passing(z, m, mz, sz, own[0], near, BY_GAP, 0)  # the old tier's tokens: z >= inner
     below = key_value(order_key(inner) - 1, inner)  # the dtype's value just below it (inner > z_min here)
     if below == inner:  # +0.0: the key below is -0.0's, the same value
         below = key_value(order_key(inner) - 2, inner)
@@ -1198,7 +1205,7 @@ def rough_sums_lean(z, m, mz, sz, z_min, top, near, at, ws):
     ``d <= top`` (the one pivot above the tier) to ``hist[at...]``; appends the near tier's tokens (the
     chunks that hold any, found by the same loop, are listed 64 tokens per compare)."""
     hist = ws[HIST]
-    lo = lowest_passing(z, m, mz, sz, z_min, near, False)
+    lo = lowest_passing(z, m, mz, sz, z_min, near, BY_GAP, 0)
     own = z[:1].copy()
     own[0] = top
     top_z = own[0]  # rough: pivot sums above the tier are within row_program.ROUGH_EPS anyway
@@ -1270,29 +1277,81 @@ def append_within(z, m, start, count, lo, top, gaps, ids, n):
     return n
 
 
-def row_bins_rough(z, m, z_min, s, frac, raw, ws):
+def row_bins_rough(z, m, z_min, s, frac, raw, binned, ws):
     """Where, on a row whose every finite token is kept, the mass first reaches ``frac`` of the whole,
     from float32 exponentials binned by ``x`` (token_bin) and summed per bin in float64; then, exactly,
     that bin's tokens and everything before it. Returns ``(found, n, count, G, G_through, g_rest, xg_rest,
     g_raw, q_raw)``: the bin's ``n`` tokens sorted by (gap, id) in ``ws[2]``, ``ws[3]``; the float64 count
     and mass of the tokens before it, and the mass through it; and, rough, the mass of the tokens after
-    it and a bound on their ``Σ x·e^-x``
+    it and a bound on the float32 error of their exponents, as ``Σ x·e^-x`` bounds it
     (row_program.top_p_rough bounds the error from them). The token list then holds every token up to
     that bin, with float64 ``e^-x`` at scale ``s``, for the draw. Not found when the mass reaches ``frac``
     only in the last bin. With ``raw``, the same read of the row also takes row_raw_sums' G and Q, found
-    or not (the two last results; NaN without)."""
+    or not (the two last results; NaN without). With ``binned``, the histogram is row_max_bins' (at scale
+    ``s``, taken by the row's first read), and this reads the row only for the tokens it lists."""
+    sums = ws[BIN_SUMS]
+    mz, sz = in_row_dtype(z, m, s)
+    if binned:  # bin j below the top holds abs_bin k = origin - j, stored at k mod BINS
+        origin = np.int64(abs_bin(mz, sz))
+        span = origin - np.int64(abs_bin(in_row_dtype(z, z_min, s)[0], sz))
+        g_raw = q_raw = math.nan
+        how = BY_ABS_BIN
+    else:
+        if not abs(sz) < math.inf:  # a scale beyond float32 (T below ~3e-39): x = inf·0 would be NaN
+            g_raw, q_raw = row_raw_sums(z, m, ws) if raw else (math.nan, math.nan)
+            return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
+        span, g_raw, q_raw = relative_histogram(z, mz, sz, raw, ws)
+        origin = np.int64(0)
+        how = BY_BIN
+    total = 0.0
+    for j in range(span + 1):
+        k = bin_slot(origin, j, how)
+        sums[k] *= BIN_WEIGHTS[j]
+        total += sums[k]
+    target = frac * total
+    reached = 0.0
+    b = 0
+    while (b <= span) and (b < BINS - 1) and (reached + sums[bin_slot(origin, b, how)] < target):
+        reached += sums[bin_slot(origin, b, how)]
+        b += 1
+    if (b > span) or (b == BINS - 1):
+        return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
+    g_rest = 0.0
+    xg_rest = 0.0
+    for j in range(b + 1, span + 1):
+        g_rest += sums[bin_slot(origin, j, how)]
+        xg_rest += sums[bin_slot(origin, j, how)] * (j + 1.0)  # the bin's top
+    xg_rest /= np.float64(BIN_SCALE)
+    if binned:
+        # abs_bin's x is s·z to within float32's rounding of s·z, not of s·(m − z): the bound grows with
+        # |s·z| (at most s·max(|m|, |z_min|)) instead of with x, and the scale is offset by under a bin
+        scale = math.exp(origin / np.float64(BIN_SCALE) - s * m)
+        g_rest *= scale
+        xg_rest = g_rest * s * max(abs(m), abs(z_min))
+    lo = lowest_passing(z, m, mz, sz, z_min, b, how, origin)
+    hi = lowest_passing(z, m, mz, sz, z_min, b - 1, how, origin) if b > 0 else mz + np.float32(math.inf)
+    n, count, g, g_through = bins_through(z, m, mz, s, lo, hi, ws)
+    return True, n, count, g, g_through, g_rest, xg_rest, g_raw, q_raw
+
+
+def bin_slot(origin, j, how):
+    """Where bin ``j`` (counted from the top) lies in the histogram: at ``j`` (BY_BIN), or at the absolute
+    bin ``origin - j`` mod BINS (BY_ABS_BIN)."""
+    return np.uint64(j) if how == BY_BIN else np.uint64((origin - j) & BIN_MASK)
+
+
+def relative_histogram(z, mz, sz, raw, ws):
+    """row_bins_rough's read of the row: the histogram by token_bin into ``ws[BIN_SUMS]`` (each bin's mass
+    relative to its weight), with ``raw`` row_raw_sums' G and Q (NaN without); returns the highest bin
+    with a token (a row spans ~700 of 4096: the loops over bins stop there), G and Q."""
     es = ws[ES32]
     bins = ws[GAPS32].view(np.int32)  # the float32 stage's memory, holding int32 bins
     sums = ws[BIN_SUMS]
-    mz, sz = in_row_dtype(z, m, s)
-    if not abs(sz) < math.inf:  # a scale beyond float32 (T below ~3e-39): x = inf·0 would be NaN
-        g_raw, q_raw = row_raw_sums(z, m, ws) if raw else (math.nan, math.nan)
-        return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
     vocab = z.shape[0]
     sums[:] = 0.0
     g_raw = 0.0
     q_raw = 0.0
-    used = 0  # the highest bin with a token: the loops over bins stop there (a row spans ~700 of 4096)
+    used = 0
     for start in range(0, vocab, CHUNK):
         count = min(CHUNK, vocab - start)
         prefetch_ahead(z, start, count, ws)
@@ -1300,32 +1359,85 @@ def row_bins_rough(z, m, z_min, s, frac, raw, ws):
         g_raw += cg
         q_raw += cq
         used = max(used, top)
-        for j in range(count):  # a scatter: scalar, about 0.6 ns a token (an unsigned index: no wraparound test)
-            sums[np.uint64(np.uint32(bins[j]))] += np.float64(es[j])
+        scatter_bins(sums, bins, es, count)
     if not raw:
         g_raw = q_raw = math.nan
-    total = 0.0
-    for k in range(used + 1):
-        sums[k] *= BIN_WEIGHTS[k]
-        total += sums[k]
-    target = frac * total
-    reached = 0.0
-    b = 0
-    while (b < BINS - 1) and (reached + sums[b] < target):
-        reached += sums[b]
-        b += 1
-    if b == BINS - 1:
-        return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, g_raw, q_raw
-    g_rest = 0.0
-    xg_rest = 0.0
-    for k in range(b + 1, used + 1):
-        g_rest += sums[k]
-        xg_rest += sums[k] * (k + 1.0)  # the bin's top
-    xg_rest /= np.float64(BIN_SCALE)
-    lo = lowest_passing(z, m, mz, sz, z_min, b, True)
-    hi = lowest_passing(z, m, mz, sz, z_min, b - 1, True) if b > 0 else mz + np.float32(math.inf)
-    n, count, g, g_through = bins_through(z, m, mz, s, lo, hi, ws)
-    return True, n, count, g, g_through, g_rest, xg_rest, g_raw, q_raw
+    return np.int64(used), g_raw, q_raw
+
+
+def scatter_bins(sums, bins, es, count):
+    """Add each staged token's mass to its bin: scalar, about 0.6 ns a token (an unsigned index: no
+    wraparound test)."""
+    for j in range(count):
+        sums[np.uint64(np.uint32(bins[j]))] += np.float64(es[j])
+
+
+def row_max_bins(z, s, ws):
+    """row_max's results, and, from the same read of the row, row_bins_rough's histogram at scale ``s``
+    before the maximum is known: by abs_bin, each bin's mass relative to ``e^{k/32}``, into
+    ``ws[BIN_SUMS]``. Returns ``(z_max, n_finite, z_min, binned)``; ``binned`` is false when the histogram
+    cannot serve (an infinite logit, a scale beyond float32, or a row wider than BINS - 2 bins), and then
+    row_max's own read gives the rest. Top-p's histogram is its read of the whole row: taking it here
+    spares the separate read that finds the maximum first."""
+    own = z[:1].copy()
+    own[0] = s
+    sz = own[0]
+    if not abs(sz * BIN_SCALE) < math.inf:
+        m, n, z_min = row_max(z, ws)
+        return m, n, z_min, False
+    meta = ws[LIST_META]
+    meta[META_VALID] = 0.0  # a new row: the list belongs to another
+    es = ws[ES32]
+    bins = ws[GAPS32].view(np.int32)
+    sums = ws[BIN_SUMS]
+    sums[:] = 0.0
+    vocab = z.shape[0]
+    top_key = order_key(z[0])
+    low_key = top_key
+    for start in range(0, vocab, CHUNK):
+        count = min(CHUNK, vocab - start)
+        prefetch_ahead(z, start, count, ws)
+        chunk_top, chunk_low = chunk_abs_bins(z, sz, start, count, bins, es)
+        top_key = max(top_key, chunk_top)
+        low_key = min(low_key, chunk_low)
+        scatter_bins(sums, bins, es, count)
+    top = key_value(top_key, z[0])
+    lowest = key_value(low_key, z[0])
+    if not ((top < math.inf) & (lowest > -math.inf)):
+        m, n, z_min = row_max(z, ws)
+        return m, n, z_min, False
+    meta[META_FINITE] = 1.0
+    meta[META_LOWEST] = lowest
+    k_top = np.float64(abs_bin(top, sz))
+    k_low = np.float64(abs_bin(lowest, sz))
+    fits = (abs(k_top) < ABS_BIN_LIMIT) & (abs(k_low) < ABS_BIN_LIMIT) & (k_top - k_low <= BINS - 2)
+    return np.float64(top), vocab, np.float64(lowest), fits
+
+
+def abs_bin(v, sz):
+    """row_max_bins' bin of a logit ``v`` (row dtype) at scale ``sz``: ``⌈32·s·v⌉`` of the float32 ``32·s·v``
+    (as float32). Monotone in ``v``."""
+    return np.ceil(np.float32((sz * BIN_SCALE) * v))
+
+
+def chunk_abs_bins(z, sz, start, count, bins, es):
+    """Row tokens ``start...``: their abs_bin mod BINS (int32; any, for an infinite logit) and their mass
+    relative to their bin's ``e^{k/32}``, ``e^-r`` of their offset ``r < 1/32`` below the bin's top (the
+    cubic of chunk_bins); returns the order_key of the chunk's largest and smallest logits (which
+    vectorise where a float max does not)."""
+    top = order_key(z[start])
+    lowest = top
+    for j in range(count):
+        v = z[np.uint64(start + j)]
+        t = np.float32((sz * BIN_SCALE) * v)
+        k = np.ceil(t)
+        r = (k - t) * np.float32(1.0 / 32.0)
+        es[j] = np.float32(1.0) - r * (np.float32(1.0) - r * (np.float32(0.5) - r * np.float32(1.0 / 6.0)))
+        bins[j] = np.int32(k) & BIN_MASK
+        key = order_key(v)
+        top = max(top, key)
+        lowest = min(lowest, key)
+    return top, lowest
 
 
 def token_bin(dz, sz):
@@ -1365,21 +1477,25 @@ def chunk_bins(z, mz, sz, start, count, bins, es, raw):
     return np.float64(g), np.float64(q), np.int64(top)
 
 
-def passes(v, m, mz, sz, bound, by_bin):
-    """Whether a logit ``v`` (row dtype) lies in bin ``bound`` or below (``by_bin``), else at a gap of at
-    most ``bound`` from ``m`` (float64, as the exact passes test it): both hold for every logit above one
-    that does."""
-    return token_bin(mz - v, sz) <= bound if by_bin else m - np.float64(v) <= bound
+def passes(v, m, mz, sz, bound, how, origin):
+    """Whether a logit ``v`` (row dtype) lies at a gap of at most ``bound`` from ``m`` (BY_GAP: float64, as
+    the exact passes test it), in bin ``bound`` or below (BY_BIN: token_bin's), or at most ``bound`` bins
+    below bin ``origin`` (BY_ABS_BIN: abs_bin's): each holds for every logit above one that does."""
+    if how == BY_GAP:
+        return m - np.float64(v) <= bound
+    if how == BY_BIN:
+        return token_bin(mz - v, sz) <= bound
+    return abs_bin(v, sz) >= origin - bound
 
 
-def lowest_passing(z, m, mz, sz, z_min, bound, by_bin):
+def lowest_passing(z, m, mz, sz, z_min, bound, how, origin):
     """The lowest value of the row's dtype, down to the row's lowest finite logit, that passes (see
     passes): the row's tokens that pass are exactly those at or above it. Bisection over the dtype's
     values (halving the interval until no value lies inside)."""
     own = z[:1].copy()
     own[0] = z_min
     lo = own[0]
-    if passes(lo, m, mz, sz, bound, by_bin):
+    if passes(lo, m, mz, sz, bound, how, origin):
         return lo
     hi = mz
     while True:
@@ -1387,7 +1503,7 @@ def lowest_passing(z, m, mz, sz, z_min, bound, by_bin):
         mid = own[0]
         if (mid == lo) | (mid == hi):
             return hi
-        if passes(mid, m, mz, sz, bound, by_bin):
+        if passes(mid, m, mz, sz, bound, how, origin):
             hi = mid
         else:
             lo = mid
@@ -1624,7 +1740,8 @@ _FASTMATH = {"row_max": {"reassoc", "nsz", "nnan"},
              "chunk_raw_sums": {"reassoc", "contract", "nsz"}, "chunk_rough": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_rough_lean": {"reassoc", "contract", "nsz", "nnan"}, "chunk_at_least": {"reassoc", "nsz", "nnan"},
              "chunk_whole_row": {"reassoc", "contract", "nsz", "nnan"}, "rough_token": {"contract", "nsz", "nnan"},
-             "chunk_bins": {"reassoc", "contract", "nsz", "nnan"}, "list_exps": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_bins": {"reassoc", "contract", "nsz", "nnan"},
+             "chunk_abs_bins": {"reassoc", "contract", "nsz", "nnan"}, "list_exps": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_row": {"reassoc", "contract", "nsz", "nnan"}, "chunk_sums": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_from_list": {"reassoc", "contract", "nsz", "nnan"},
              "chunk_draw_list": {"reassoc", "contract", "nsz", "nnan"}, "add_token": {"reassoc", "contract", "nsz", "nnan"},

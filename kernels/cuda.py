@@ -162,7 +162,13 @@ def row_widen_near(z, m, s, npiv, ws):
     return math.inf
 
 
-def row_bins_rough(z, m, z_min, s, frac, raw, ws):
+def row_max_bins(z, s, ws):
+    """No histogram here (see row_bins_rough): row_max alone. Unused while ROUGH_SCANS is off."""
+    m, n, z_min = row_max(z, ws)
+    return m, n, z_min, False
+
+
+def row_bins_rough(z, m, z_min, s, frac, raw, binned, ws):
     """No rough histogram here (a block's float64 exponentials are cheap): top-p searches exactly. Unused
     while ROUGH_SCANS is off."""
     return False, 0, 0.0, 0.0, 0.0, 0.0, 0.0, math.nan, math.nan

@@ -16,6 +16,9 @@ Passes a backend provides (``ws`` is the backend's tuple of work arrays; ``ws[0]
 full scan):
 
 - ``row_max(z, ws) -> (z_max, n_finite, z_min)``
+- ``row_max_bins(z, s, ws) -> (z_max, n_finite, z_min, binned)``: row_max's results, and with ``binned``
+  row_bins_rough's histogram at scale ``s`` from the same read of the row (a backend without one returns
+  ``binned`` false).
 - ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums)``: over kept tokens with ``lo < d <= hi``,
   the sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``
   (a scan of the whole kept set with ``npiv = 0`` is asked for its count, G and Q alone: the rest may be
@@ -30,13 +33,14 @@ full scan):
 - ``row_widen_near(z, m, s, npiv, ws) -> near top``: after row_scan_rough, its near tier extended to the
   second-to-last of the pivots now in ``ws[1]``, with the sums of the pivots up to it (exact), when that
   is cheap; returns the tier's top, unchanged when not.
-- ``row_bins_rough(z, m, z_min, s, frac, raw, ws) -> (found, n, count, G, G_through, g_rest, xg_rest,
-  g_raw, q_raw)``: on a row whose every finite token is kept, the tokens of the first bin of a rough
+- ``row_bins_rough(z, m, z_min, s, frac, raw, binned, ws) -> (found, n, count, G, G_through, g_rest,
+  xg_rest, g_raw, q_raw)``: on a row whose every finite token is kept, the tokens of the first bin of a rough
   histogram of ``x`` whose cumulative mass reaches ``frac`` of the whole (``n`` of them, sorted, into
   ``ws[2]``, ``ws[3]``), the exact count and mass of the tokens before them and the exact mass through
   them, and for those after them their rough mass and an upper bound of their rough ``Σ x·e^-x``
-  (top_p_rough); with ``raw``, row_raw_sums' results from the same read, found or not. A backend without
-  one returns ``found`` false (and NaN raw sums).
+  (top_p_rough); with ``raw``, row_raw_sums' results from the same read, found or not; with ``binned``,
+  from row_max_bins' histogram at scale ``s`` (and no raw sums). A backend without one returns ``found``
+  false (and NaN raw sums).
 - ``row_gather(z, m, dt, ilo, ihi, lo, hi, ws) -> n``: those tokens, sorted, into ``ws[2]``, ``ws[3]``.
 - ``row_nth_tied(z, m, dt, ilo, ihi, dval, j, ws) -> id``: the ``j``-th lowest kept id with ``d == dval``.
 - ``row_draw(z, m, s, dt, ilo, ihi, key, want, ws) -> (token, n, G, Q)``: the exponential race and the
@@ -414,7 +418,7 @@ def top_h_rough(z, m, z_min, s, alpha, mk, ws):
     return True, dt, ilo, ihi, g, q
 
 
-def top_p_rough(z, m, z_min, s, p, mk, raw, ws):
+def top_p_rough(z, m, z_min, s, p, mk, raw, binned, ws):
     """Top-p (``K_TOP_P`` with ``a = p·G``) on a row whose every finite token is kept, from a rough
     histogram and certified: ``(certain, dt, ilo, ihi, g_raw, q_raw)``, the last two row_raw_sums' when
     ``raw`` (taken by the same read of the row). row_bins_rough gives the tokens up to the bin
@@ -423,8 +427,9 @@ def top_p_rough(z, m, z_min, s, p, mk, raw, ws):
     the walk through the bin decides each token on exact sums (bin_target). When that bound leaves the
     target open (a few rows in a hundred: it assumes every float32 exponential off by its worst, the
     same way), one float64 sum of the row makes ``G`` exact and the walk is tried again, which costs a
-    tenth of the exact search. Otherwise, or when the target lies outside the bin, the exact search runs."""
-    found, n, bc, bg, g_through, g_rest, xg_rest, g_raw, q_raw = row_bins_rough(z, m, z_min, s, p, raw, ws)
+    tenth of the exact search. Otherwise, or when the target lies outside the bin, the exact search runs.
+    With ``binned``, the histogram is row_max_bins' (at scale ``s``)."""
+    found, n, bc, bg, g_through, g_rest, xg_rest, g_raw, q_raw = row_bins_rough(z, m, z_min, s, p, raw, binned, ws)
     if not found:
         return False, INF, 1, 0, g_raw, q_raw
     g = g_through + g_rest
@@ -476,12 +481,39 @@ def adapts_temperature(op):
     return op == DYNATEMP or op == EDT or op == HAPO
 
 
+def temperature_as_read(t, mode):
+    """A fixed temperature as the chain applies it: as float32 when the reference divides float32 logits
+    by float32(T)."""
+    return as_float32(t) if mode & FLOAT32_PARAMS else t
+
+
+def top_p_scale(ops, prm, mode):
+    """The scale at which the chain's first rule is top-p, when only fixed temperatures come before it (as
+    run_row scales them), else 0."""
+    s = 1.0
+    for j in range(ops.shape[0]):
+        if ops[j] == TOP_P:
+            return s
+        if ops[j] != TEMPERATURE:
+            return 0.0
+        t = temperature_as_read(prm[j][0], mode)
+        if not t >= MIN_TEMPERATURE:
+            return 0.0
+        s = min(s / t, MAX_SCALE)
+    return 0.0
+
+
 def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     """Apply the program ``ops``/``prm`` to one row of logits ``z``; fill ``tel`` and, in WRITE mode,
     ``out``."""
     for k in range(tel.shape[0]):
         tel[k] = math.nan
-    m, n_finite, z_min = row_max(z, ws)
+    s_binned = top_p_scale(ops, prm, mode) if ROUGH_SCANS and not (mode & TELEMETRY) else 0.0
+    if s_binned > 0.0:  # the chain opens with top-p (after fixed temperatures): its histogram finds the max too
+        m, n_finite, z_min, binned = row_max_bins(z, s_binned, ws)
+    else:
+        m, n_finite, z_min = row_max(z, ws)
+        binned = False
     if n_finite == 0:
         # nothing can be drawn: token 0 (an index that is safe to use) with log-probability -inf, flagged
         # by the status
@@ -545,8 +577,7 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
             else:
                 t = hapo_temperature(h, p[0], p[1], p[2], p[3], p[4], p[5], p[6])
         if t >= 0.0:
-            if mode & FLOAT32_PARAMS:  # as the reference divides float32 logits by float32(T)
-                t = as_float32(t)
+            t = temperature_as_read(t, mode)
             tel[FIXED + 2 * j] = t
             t_total *= t
             if t >= MIN_TEMPERATURE:
@@ -587,7 +618,9 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
                     summed = False
                     continue
             if ROUGH_SCANS and op == TOP_P and cached == NOTHING and dt == INF and ilo > ihi:
-                certain, dt_rough, ilo_rough, ihi_rough, g_r, q_r = top_p_rough(z, m, z_min, s, p[0], mk, raw_due, ws)
+                certain, dt_rough, ilo_rough, ihi_rough, g_r, q_r = top_p_rough(z, m, z_min, s, p[0], mk, raw_due,
+                                                                                binned and s == s_binned, ws)
+                binned = False
                 if raw_due:
                     g_raw, q_raw, raw_due = g_r, q_r, False
                 if certain:

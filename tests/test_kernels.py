@@ -473,7 +473,7 @@ def test_top_p_from_a_rough_histogram_is_exact_at_its_bound(shape):
         d = m - row.double().numpy()
 
         def certified_keeps(p: float):
-            sure, dt, ilo, ihi, _, _ = top_p_rough(row.numpy(), m, z_min, 1 / t, p, 1.0, False, ws)
+            sure, dt, ilo, ihi, _, _ = top_p_rough(row.numpy(), m, z_min, 1 / t, p, 1.0, False, False, ws)
             kept = (d < dt) | ((d == dt) & (np.arange(d.size) >= ilo) & (np.arange(d.size) <= ihi))
             return sure, set(np.flatnonzero(kept).tolist())
 
@@ -515,7 +515,7 @@ def test_top_p_walks_its_histogram_only_to_the_rows_highest_bin(n, width, p, see
     ws = compiled["thread_ws"](0, n, compiled["small_arrays"](1), rows_f, rows_i)
     m, _, z_min = compiled["row_max"](row.numpy(), ws)
     expected = _top_p_expected(z, p)
-    sure, dt, ilo, ihi, _, _ = compiled["top_p_rough"](row.numpy(), m, z_min, 1.0, p, 1.0, False, ws)
+    sure, dt, ilo, ihi, _, _ = compiled["top_p_rough"](row.numpy(), m, z_min, 1.0, p, 1.0, False, False, ws)
     d = m - z
     kept = (d < dt) | ((d == dt) & (np.arange(n) >= ilo) & (np.arange(n) <= ihi))
     assert not sure or set(np.flatnonzero(kept).tolist()) == expected
@@ -584,7 +584,7 @@ def test_a_rough_histogram_bin_stays_within_the_bound_top_p_assumes(t, top, dtyp
     ws = compiled["thread_ws"](0, z.shape[0], compiled["small_arrays"](1), rows_f, rows_i)
     m, _, z_min = compiled["row_max"](z, ws)
     s = 1.0 / t
-    compiled["row_bins_rough"](z, m, z_min, s, 0.5, False, ws)
+    compiled["row_bins_rough"](z, m, z_min, s, 0.5, False, False, ws)
     binned = ws[cpu.BIN_SUMS]
     x32 = (z.dtype.type(s) * (z.dtype.type(m) - z)).astype(np.float32) * np.float32(32)
     k = np.minimum(x32, cpu.LAST_BIN).astype(np.int64)
@@ -593,6 +593,82 @@ def test_a_rough_histogram_bin_stays_within_the_bound_top_p_assumes(t, top, dtyp
     bound = np.bincount(k, weights=mass * (ROUGH_EPS_TOKEN + ROUGH_EPS_X * (k + 1) / 32), minlength=cpu.BINS)
     assert (np.abs(binned - exact)[:-1] <= bound[:-1] + 1e-300).all()
     assert binned[-1] == 0.0 and (exact[-1] <= 2e-38 * z.size)  # the last bin's tokens: past 128 nats
+
+
+def _abs_bins(z: np.ndarray, s: float) -> np.ndarray:
+    """cpu.abs_bin in NumPy: ⌈32·s·z⌉ of the float32 product, computed in the row's dtype."""
+    c = z.dtype.type(s) * z.dtype.type(32.0)
+    return np.ceil((c * z).astype(np.float32)).astype(np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.05, 20.0), st.floats(-1e4, 1e4), st.sampled_from([20.0, 100.0, 126.0, 130.0, 400.0]),
+       st.sampled_from([np.float32, np.float64]), st.sampled_from([None, math.inf, -math.inf]),
+       st.integers(0, 2**32 - 1))
+def test_the_max_pass_histogram_gives_row_max_and_bins_within_the_bound(t, top, width, dtype, special, seed):
+    """row_max_bins, which takes top-p's histogram in the read that finds the maximum, returns row_max's
+    maximum, count and lowest logit; its histogram (absolute bins ⌈32·s·z⌉ mod 4096, each bin's mass
+    relative to e^{k/32}) lies within ROUGH_EPS_TOKEN + ROUGH_EPS_X·|s·z| of the float64 masses, which
+    row_bins_rough's bound on the tail assumes. A row with an infinite logit, or wider than 4,094 bins
+    (~128 nats), is refused (``binned`` false) rather than binned with aliases."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+    from entrodec.kernels.row_program import ROUGH_EPS_TOKEN, ROUGH_EPS_X
+
+    rng = np.random.default_rng(seed)
+    z = (top - rng.random(4096) * width * t).astype(dtype)
+    z[0] = dtype(top)
+    z[1] = dtype(top - width * t)
+    if special is not None:
+        z[rng.integers(0, z.size)] = special
+    compiled = cpu.COMPILED
+    rows_f, rows_i = _cpu_buffers(1, z.shape[0])
+    ws = compiled["thread_ws"](0, z.shape[0], compiled["small_arrays"](1), rows_f, rows_i)
+    expected = compiled["row_max"](z, ws)
+    s = 1.0 / t
+    m, n, z_min, binned = compiled["row_max_bins"](z, s, ws)
+    assert (m, n, z_min) == expected
+    if special is not None:
+        assert not binned
+        return
+    k = _abs_bins(z, s)
+    assert binned == (k.max() - k.min() <= cpu.BINS - 2)
+    if not binned:
+        return
+    sz = s * z.astype(np.float64)
+    relative = np.exp(sz - k / 32.0)
+    exact = np.bincount(k % cpu.BINS, weights=relative, minlength=cpu.BINS)
+    bound = np.bincount(k % cpu.BINS, weights=relative * (ROUGH_EPS_TOKEN + ROUGH_EPS_X * np.abs(sz)),
+                        minlength=cpu.BINS)
+    assert (np.abs(ws[cpu.BIN_SUMS] - exact) <= bound + 1e-300).all()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 600), st.sampled_from([1e-3, 0.05, 0.5, 4.0, 40.0, 150.0]), st.floats(-50.0, 50.0),
+       st.floats(0.05, 0.999), st.sampled_from([0.5, 1.0, 1.5]), st.integers(0, 2**32 - 1))
+def test_top_p_from_the_max_pass_histogram_keeps_the_float64_walks_set(n, width, offset, p, t, seed):
+    """Top-p from row_max_bins' histogram (absolute bins, the maximum not known while binning; logits
+    of either sign): a certified kept set is the float64 walk's, and the chain, which takes this path when
+    it opens with temperature and top-p, keeps that set whether it processes the row or draws from it."""
+    from entrodec.kernels import cpu
+    from entrodec.kernels.launch import _cpu_buffers
+
+    rng = np.random.default_rng(seed)
+    row = torch.from_numpy((offset + rng.random(n) * width).astype(np.float32))
+    z = row.double().numpy()
+    compiled = cpu.COMPILED
+    rows_f, rows_i = _cpu_buffers(1, n)
+    ws = compiled["thread_ws"](0, n, compiled["small_arrays"](1), rows_f, rows_i)
+    s = float(np.float32(1.0) / np.float32(t))
+    m, _, z_min, binned = compiled["row_max_bins"](row.numpy(), s, ws)
+    expected = _top_p_expected(z * s, p)
+    sure, dt, ilo, ihi, _, _ = compiled["top_p_rough"](row.numpy(), m, z_min, s, p, 1.0, False, binned, ws)
+    d = m - z
+    kept = (d < dt) | ((d == dt) & (np.arange(n) >= ilo) & (np.arange(n) <= ihi))
+    assert not sure or set(np.flatnonzero(kept).tolist()) == expected
+    assert binned or width * s > 127
+    with_temperature = _top_p_expected(z / np.float32(t), p)
+    _assert_keeps(SamplerChain([Temperature(t), TopP(p)]), row, with_temperature, (n, width, p, t))
 
 
 @settings(max_examples=60, deadline=None)
