@@ -1372,19 +1372,23 @@ def scatter_bins(sums, bins, es, count):
         sums[np.uint64(np.uint32(bins[j]))] += np.float64(es[j])
 
 
-def row_max_bins(z, s, ws):
+def row_max_bins(z, s, raw, ws):
     """row_max's results, and, from the same read of the row, row_bins_rough's histogram at scale ``s``
     before the maximum is known: by abs_bin, each bin's mass relative to ``e^{k/32}``, into
-    ``ws[BIN_SUMS]``. Returns ``(z_max, n_finite, z_min, binned)``; ``binned`` is false when the histogram
-    cannot serve (an infinite logit, a scale beyond float32, or a row wider than BINS - 2 bins), and then
-    row_max's own read gives the rest. Top-p's histogram is its read of the whole row: taking it here
-    spares the separate read that finds the maximum first."""
+    ``ws[BIN_SUMS]``; with ``raw``, row_raw_sums' G and Q too. Returns ``(z_max, n_finite, z_min, binned,
+    G, Q)``; ``binned`` is false when the histogram cannot serve (an infinite logit, a scale beyond
+    float32, or a row wider than BINS - 2 bins), the sums are NaN without ``raw`` or on a row with an
+    infinite logit, and row_max's own read then gives the rest. Top-p's histogram is its read of the whole
+    row: taking it here spares the separate read that finds the maximum first. The raw sums, which are
+    relative to the maximum, are taken relative to the largest logit so far and rescaled when it grows
+    (a few times a row)."""
     own = z[:1].copy()
     own[0] = s
     sz = own[0]
     if not abs(sz * BIN_SCALE) < math.inf:
         m, n, z_min = row_max(z, ws)
-        return m, n, z_min, False
+        g_raw, q_raw = row_raw_sums(z, m, ws) if raw and n > 0 else (math.nan, math.nan)
+        return m, n, z_min, False, g_raw, q_raw
     meta = ws[LIST_META]
     meta[META_VALID] = 0.0  # a new row: the list belongs to another
     es = ws[ES32]
@@ -1394,24 +1398,40 @@ def row_max_bins(z, s, ws):
     vocab = z.shape[0]
     top_key = order_key(z[0])
     low_key = top_key
+    ref = z[0]  # the raw sums' reference: the largest logit so far
+    g_raw = 0.0
+    q_raw = 0.0
     for start in range(0, vocab, CHUNK):
         count = min(CHUNK, vocab - start)
         prefetch_ahead(z, start, count, ws)
-        chunk_top, chunk_low = chunk_abs_bins(z, sz, start, count, bins, es)
-        top_key = max(top_key, chunk_top)
-        low_key = min(low_key, chunk_low)
+        if raw:
+            chunk_ref = chunk_top(z, start, count)
+            if chunk_ref > ref:
+                grown = np.float64(chunk_ref) - np.float64(ref)
+                shrink = math.exp(-grown)  # Q = Σ d·e^-d gains each token's growth of d
+                q_raw = (q_raw + grown * g_raw) * shrink
+                g_raw *= shrink
+                ref = chunk_ref
+        chunk_top_key, chunk_low_key, cg, cq = chunk_abs_bins(z, sz, start, count, bins, es, ref, raw)
+        top_key = max(top_key, chunk_top_key)
+        low_key = min(low_key, chunk_low_key)
+        g_raw += cg
+        q_raw += cq
         scatter_bins(sums, bins, es, count)
     top = key_value(top_key, z[0])
     lowest = key_value(low_key, z[0])
     if not ((top < math.inf) & (lowest > -math.inf)):
         m, n, z_min = row_max(z, ws)
-        return m, n, z_min, False
+        g_raw, q_raw = row_raw_sums(z, m, ws) if raw and n > 0 else (math.nan, math.nan)
+        return m, n, z_min, False, g_raw, q_raw
+    if not raw:
+        g_raw = q_raw = math.nan
     meta[META_FINITE] = 1.0
     meta[META_LOWEST] = lowest
     k_top = np.float64(abs_bin(top, sz))
     k_low = np.float64(abs_bin(lowest, sz))
     fits = (abs(k_top) < ABS_BIN_LIMIT) & (abs(k_low) < ABS_BIN_LIMIT) & (k_top - k_low <= BINS - 2)
-    return np.float64(top), vocab, np.float64(lowest), fits
+    return np.float64(top), vocab, np.float64(lowest), fits, g_raw, q_raw
 
 
 def abs_bin(v, sz):
@@ -1420,13 +1440,16 @@ def abs_bin(v, sz):
     return np.ceil(np.float32((sz * BIN_SCALE) * v))
 
 
-def chunk_abs_bins(z, sz, start, count, bins, es):
+def chunk_abs_bins(z, sz, start, count, bins, es, ref, raw):
     """Row tokens ``start...``: their abs_bin mod BINS (int32; any, for an infinite logit) and their mass
     relative to their bin's ``e^{k/32}``, ``e^-r`` of their offset ``r < 1/32`` below the bin's top (the
     cubic of chunk_bins); returns the order_key of the chunk's largest and smallest logits (which
-    vectorise where a float max does not)."""
+    vectorise where a float max does not) and, with ``raw``, the raw sums relative to ``ref`` (row dtype,
+    at least the chunk's largest logit; zeros without)."""
     top = order_key(z[start])
     lowest = top
+    g = np.float32(0.0)
+    q = np.float32(0.0)
     for j in range(count):
         v = z[np.uint64(start + j)]
         t = np.float32((sz * BIN_SCALE) * v)
@@ -1437,7 +1460,11 @@ def chunk_abs_bins(z, sz, start, count, bins, es):
         key = order_key(v)
         top = max(top, key)
         lowest = min(lowest, key)
-    return top, lowest
+        if raw:
+            xf, e_raw = raw_token(ref - v)
+            g += e_raw
+            q += xf * e_raw
+    return top, lowest, np.float64(g), np.float64(q)
 
 
 def token_bin(dz, sz):

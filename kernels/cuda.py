@@ -162,10 +162,11 @@ def row_widen_near(z, m, s, npiv, ws):
     return math.inf
 
 
-def row_max_bins(z, s, ws):
-    """No histogram here (see row_bins_rough): row_max alone. Unused while ROUGH_SCANS is off."""
+def row_max_bins(z, s, raw, ws):
+    """No histogram here (see row_bins_rough): row_max alone, and no raw sums. Unused while ROUGH_SCANS
+    is off."""
     m, n, z_min = row_max(z, ws)
-    return m, n, z_min, False
+    return m, n, z_min, False, math.nan, math.nan
 
 
 def row_bins_rough(z, m, z_min, s, frac, raw, binned, ws):

@@ -16,9 +16,10 @@ Passes a backend provides (``ws`` is the backend's tuple of work arrays; ``ws[0]
 full scan):
 
 - ``row_max(z, ws) -> (z_max, n_finite, z_min)``
-- ``row_max_bins(z, s, ws) -> (z_max, n_finite, z_min, binned)``: row_max's results, and with ``binned``
-  row_bins_rough's histogram at scale ``s`` from the same read of the row (a backend without one returns
-  ``binned`` false).
+- ``row_max_bins(z, s, raw, ws) -> (z_max, n_finite, z_min, binned, G, Q)``: row_max's results, and with
+  ``binned`` row_bins_rough's histogram at scale ``s`` from the same read of the row; with ``raw``,
+  row_raw_sums' results too (NaN when it could not take them). A backend without one returns ``binned``
+  false and NaN sums.
 - ``row_scan(z, m, s, dt, ilo, ihi, lo, hi, npiv, ws, sums)``: over kept tokens with ``lo < d <= hi``,
   the sums in ``ws[0]`` (layout ``A_*``), and for each pivot ``j`` the sums of those with ``d <= piv[j]``
   (a scan of the whole kept set with ``npiv = 0`` is asked for its count, G and Q alone: the rest may be
@@ -508,12 +509,13 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     ``out``."""
     for k in range(tel.shape[0]):
         tel[k] = math.nan
-    s_binned = top_p_scale(ops, prm, mode) if ROUGH_SCANS and not (mode & TELEMETRY) else 0.0
+    s_binned = top_p_scale(ops, prm, mode) if ROUGH_SCANS else 0.0
     if s_binned > 0.0:  # the chain opens with top-p (after fixed temperatures): its histogram finds the max too
-        m, n_finite, z_min, binned = row_max_bins(z, s_binned, ws)
+        m, n_finite, z_min, binned, g_ahead, q_ahead = row_max_bins(z, s_binned, (mode & TELEMETRY) != 0, ws)
     else:
         m, n_finite, z_min = row_max(z, ws)
         binned = False
+        g_ahead = q_ahead = math.nan
     if n_finite == 0:
         # nothing can be drawn: token 0 (an index that is safe to use) with log-probability -inf, flagged
         # by the status
@@ -538,7 +540,10 @@ def run_row(z, ops, prm, seed_step_key, out, tel, mode, limit, ws):
     raw_due = False  # the raw row's sums are still to be taken (by top-p's histogram pass, or at the end)
     if mode & TELEMETRY:
         first = first_rule(ops)
-        if ROUGH_SCANS and (first == TOP_P or first == TOP_H):
+        if g_ahead == g_ahead:  # row_max_bins took them (not NaN)
+            g_raw = g_ahead
+            q_raw = q_ahead
+        elif ROUGH_SCANS and (first == TOP_P or first == TOP_H):
             # top-p's histogram pass, or Top-H's rough scan at T = 1, takes the raw sums in its own read of
             # the row (top_p_rough, top_h_rough): a float64 scan would serve only a search that they
             # mostly spare
