@@ -1438,9 +1438,15 @@ def max_unbinned(z, raw, ws):
 
 
 def abs_bin(v, sz):
-    """row_max_bins' bin of a logit ``v`` (row dtype) at scale ``sz``: ``⌈32·s·v⌉`` of the float32 ``32·s·v``
-    (as float32). Monotone in ``v``."""
-    return np.ceil(np.float32((sz * BIN_SCALE) * v))
+    """row_max_bins' bin of a logit ``v`` (row dtype) at scale ``sz``: ``⌈32·s·v⌉`` of abs_position (as
+    float32). Monotone in ``v``."""
+    return np.ceil(abs_position(v, sz))
+
+
+def abs_position(v, sz):
+    """``32·s·v`` of a logit ``v`` (row dtype) in float32: the one rounding that abs_bin and the histogram's
+    stage (chunk_abs_bins) share, so that a token lies in the bin lowest_passing's bisection tests."""
+    return np.float32((sz * BIN_SCALE) * v)
 
 
 def chunk_abs_bins(z, sz, start, count, bins, es, ref, raw):
@@ -1455,7 +1461,7 @@ def chunk_abs_bins(z, sz, start, count, bins, es, ref, raw):
     q = np.float32(0.0)
     for j in range(count):
         v = z[np.uint64(start + j)]
-        t = np.float32((sz * BIN_SCALE) * v)
+        t = abs_position(v, sz)
         k = np.ceil(t)
         es[j] = in_bin_mass((k - t) * np.float32(1.0 / 32.0))
         bins[j] = np.int32(k) & BIN_MASK
