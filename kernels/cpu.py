@@ -1454,8 +1454,8 @@ def abs_position(v, sz):
 
 def chunk_abs_bins(z, sz, start, count, bins, es, ref, raw):
     """Row tokens ``start...``: their abs_bin mod BINS (int32; any, for an infinite logit) and their mass
-    relative to their bin's ``e^{k/32}``, ``e^-r`` of their offset ``r < 1/32`` below the bin's top (the
-    cubic of chunk_bins); returns the order_key of the chunk's largest and smallest logits (which
+    relative to their bin's ``e^{k/32}``, ``e^-r`` of their offset ``r < 1/32`` below the bin's top
+    (in_bin_mass, as chunk_bins); returns the order_key of the chunk's largest and smallest logits (which
     vectorise where a float max does not) and, with ``raw``, the raw sums relative to ``ref`` (row dtype,
     at least the chunk's largest logit; zeros without)."""
     top = order_key(z[start])
