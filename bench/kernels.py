@@ -147,6 +147,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = parser.parse_args()
     device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here")
+    if device == "cuda" and not entrodec.kernels.cuda_available():
+        # without it every "entrodec" row would fail, and the first call would time the torch fallback
+        parser.error("--device cuda: Numba-CUDA cannot run here (install numba-cuda for this CUDA driver)")
     shapes = SHAPES if args.shapes is None else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     repeats = args.repeats or (20 if device == "cuda" else 5)
     torch.set_num_threads(torch.get_num_threads())

@@ -74,7 +74,7 @@ class TopH(Truncation):
     the entropy of the full distribution (Top-H). Confident rows keep one or two tokens; flat rows keep
     many, so the sampler stays coherent at high temperature without starving creative steps.
 
-    Two rules, as ``../shared/specs/samplers.md`` defines them:
+    Two rules:
 
     - ``rule="paper"`` (default): the paper's Algorithm 1 over the whole vocabulary. Tokens are walked
       by probability (ties by lower token id) and the longest prefix with ``H(q_k) <= alpha·H(p)`` is
